@@ -1,0 +1,1 @@
+"""Networks: each takes the front-end's output and returns class logits."""

@@ -1,0 +1,96 @@
+"""The LightningModule: front-end + network, cross-entropy, optimiser and scheduler, metrics."""
+
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from emotion_lightning.metrics import metrics_from_confusion
+
+
+class EmotionClassifier(L.LightningModule):
+    """Waveform batch -> logits over `classes`.
+
+    `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) completed with the parameters and
+    the optimiser. `class_weighting='balanced'` weights the loss by inverse training-class frequency;
+    the weights come from the DataModule through `set_class_weights`.
+    """
+
+    def __init__(self, network: nn.Module, classes: list[str], frontend: nn.Module | None = None,
+                 optimizer: partial = partial(torch.optim.Adam, lr=1e-3), scheduler: partial | None = None,
+                 class_weighting: str = "none", monitor: str = "val_ua", name: str = "model"):
+        super().__init__()
+        if class_weighting not in ("none", "balanced"):
+            raise ValueError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
+        self.frontend = frontend if frontend is not None else nn.Identity()
+        self.network = network
+        self.classes = list(classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.class_weighting, self.monitor, self.name = class_weighting, monitor, name
+        self.register_buffer("class_weights", torch.ones(len(self.classes)))
+        # Saved into checkpoints so a predictor can rebuild this module without Hydra (set by train.py).
+        self.model_config: dict | None = None
+        num_classes = len(self.classes)
+        self.val_metrics = MetricCollection({
+            "wa": MulticlassAccuracy(num_classes, average="micro"),
+            "ua": MulticlassAccuracy(num_classes, average="macro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+        }, prefix="val_")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_results: dict | None = None
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        if self.class_weighting == "balanced":
+            self.class_weights.copy_(weights)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.network(self.frontend(waveform))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, weight=self.class_weights)
+
+    def training_step(self, batch, batch_index):
+        waveform, labels = batch
+        loss = self._loss(self(waveform), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        waveform, labels = batch
+        logits = self(waveform)
+        self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels))
+        self.val_metrics.update(logits, labels)
+
+    def on_validation_epoch_end(self):
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_index):
+        waveform, labels = batch
+        self.test_confusion.update(self(waveform).argmax(dim=1), labels)
+
+    def on_test_epoch_end(self):
+        confusion = self.test_confusion.compute().cpu().numpy()
+        self.test_confusion.reset()
+        results = metrics_from_confusion(confusion, self.classes)
+        self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")})
+        self.test_results = {**results, "confusion_matrix": confusion.tolist()}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["model_config"] = self.model_config
+        checkpoint["classes"] = self.classes

@@ -1,0 +1,32 @@
+"""Figures written to run dirs."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs happen on headless machines
+import matplotlib.pyplot as plt
+import numpy as np
+
+from emotion_lightning.atomic import atomic_path
+
+
+def plot_confusion_matrix(confusion, classes: list[str], path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (recall per true class) with the counts in each cell."""
+    confusion = np.asarray(confusion)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.8 + 0.7 * len(classes)))
+    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(confusion):
+        axes.text(column, row, f"{rates[row, column]:.2f}\n({count})", ha="center", va="center", fontsize=7,
+                  color="white" if rates[row, column] > 0.5 else "black")
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="recall")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)

@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fixture_audio import make_crema_d, make_ravdess, make_tess  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir holding fixture RAVDESS, CREMA-D and TESS corpora in their real layouts."""
+    root = tmp_path_factory.mktemp("data")
+    make_ravdess(root / "ravdess")
+    make_crema_d(root / "crema_d")
+    make_tess(root / "tess")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_ravdess() -> Path:
+    path = SHARED_DATA / "ravdess"
+    if not path.is_dir():
+        pytest.skip(f"real RAVDESS not found at {path} (set EMOTION_SHARED_DATA to the folder holding ravdess/)")
+    return path
