@@ -28,3 +28,27 @@ def shared_ravdess() -> Path:
     if not path.is_dir():
         pytest.skip(f"real RAVDESS not found at {path} (set EMOTION_SHARED_DATA to the folder holding ravdess/)")
     return path
+
+
+CONF_DIR = REPO / "conf"
+
+
+@pytest.fixture
+def compose_train(tmp_path):
+    """Compose conf/train.yaml with overrides, as `python -m emotion_lightning.train` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    import emotion_lightning  # noqa: F401  (registers resolvers)
+
+    def _compose(overrides=()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run",
+                                              *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -47,12 +47,12 @@ CREMA_D_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "hap
 
 def make_crema_d(root: Path, actors=range(1001, 1007)) -> Path:
     """CREMA-D layout: AudioWAV/AAAA_SSS_EEE_LL.wav plus VideoDemographics.csv."""
-    sentences = ["IEO", "TIE", "DFA"]
     levels = ["LO", "MD", "HI", "XX"]
     for i, actor in enumerate(actors):
         for j, (code, emotion) in enumerate(CREMA_D_CODES.items()):
-            name = f"{actor}_{sentences[j % 3]}_{code}_{levels[(i + j) % 4]}.wav"
-            write_clip(root / "AudioWAV" / name, emotion, seed=actor + j)
+            for sentence in ("IEO", "DFA"):
+                name = f"{actor}_{sentence}_{code}_{levels[(i + j) % 4]}.wav"
+                write_clip(root / "AudioWAV" / name, emotion, seed=actor + j)
     with open(root / "VideoDemographics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ActorID", "Age", "Sex", "Race", "Ethnicity"])
@@ -72,7 +72,7 @@ TESS_FILE_SUFFIX = {"angry": "angry", "disgust": "disgust", "fearful": "fear", "
                     "neutral": "neutral", "surprised": "ps", "sad": "sad"}
 
 
-def make_tess(root: Path, words=("back", "bar", "base")) -> Path:
+def make_tess(root: Path, words=("back", "bar", "base", "bath", "bean")) -> Path:
     """TESS layout: <SPK>_<emotion>/<SPK>_<word>_<emotion>.wav, with real spelling variants."""
     for speaker, folders in TESS_FOLDERS.items():
         for emotion, folder in folders.items():

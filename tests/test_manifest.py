@@ -31,7 +31,7 @@ def test_manifest_has_one_row_per_clip_with_labels_and_audio_facts(data_dir, tmp
 def test_tess_manifest_covers_every_variant_folder(data_dir, tmp_path):
     manifest, skipped = load_manifest([Tess(data_dir / "tess", emotion_map("tess"))], tmp_path)
     assert skipped.empty
-    assert len(manifest) == 2 * 7 * 3
+    assert len(manifest) == 2 * 7 * 5
     assert set(manifest["emotion"]) == {"angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad"}
     assert set(manifest["sample_rate"]) == {24414}
 
@@ -89,7 +89,7 @@ def test_combined_config_keeps_the_corpus_column(data_dir, tmp_path):
     corpora = {name: instantiate(OmegaConf.load(f"conf/corpus/{name}.yaml"), root=str(data_dir / name))
                for name in ("ravdess", "crema_d", "tess")}
     manifest, _ = load_manifest(list(corpora.values()), tmp_path)
-    assert manifest.groupby("corpus").size().to_dict() == {"ravdess": 120, "crema_d": 36, "tess": 42}
+    assert manifest.groupby("corpus").size().to_dict() == {"ravdess": 120, "crema_d": 72, "tess": 70}
     assert manifest["speaker"].nunique() == 8 + 6 + 2
     crema = manifest[manifest["corpus"] == "crema_d"]
     assert set(crema["gender"]) == {"male", "female"}

@@ -1,0 +1,71 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_lightning.data.splits import RandomSplit, SpeakerIndependentSplit, check_speaker_disjoint, summary
+
+
+def toy_manifest(speakers_per_corpus=None, clips_per_speaker_emotion=5) -> pd.DataFrame:
+    speakers_per_corpus = speakers_per_corpus or {"ravdess": 24}
+    rows = []
+    for corpus, n in speakers_per_corpus.items():
+        for s in range(1, n + 1):
+            for emotion in ["neutral", "happy", "sad", "angry"]:
+                for k in range(clips_per_speaker_emotion):
+                    rows.append({"path": f"{corpus}/{s}/{emotion}/{k}.wav", "corpus": corpus,
+                                 "speaker": f"{corpus}:{s:02d}", "gender": "male" if s % 2 else "female",
+                                 "emotion": emotion})
+    return pd.DataFrame(rows)
+
+
+def test_random_split_is_stratified_80_10_10_and_seeded():
+    manifest = toy_manifest()
+    assignment = RandomSplit(seed=3).assign(manifest)
+    table = summary(manifest, assignment)
+    assert (table["train"] == 96).all() and (table["val"] == 12).all() and (table["test"] == 12).all()
+    np.testing.assert_array_equal(assignment, RandomSplit(seed=3).assign(manifest))
+    assert not np.array_equal(assignment, RandomSplit(seed=4).assign(manifest))
+
+
+def test_speaker_independent_split_holds_out_whole_gender_balanced_speakers():
+    manifest = toy_manifest()
+    assignment = SpeakerIndependentSplit(seed=0).assign(manifest)
+    check_speaker_disjoint(manifest, assignment)
+    for part, count in {"train": 16, "val": 4, "test": 4}.items():
+        speakers = manifest[assignment == part][["speaker", "gender"]].drop_duplicates()
+        assert len(speakers) == count
+        if part != "train":
+            assert speakers["gender"].value_counts().to_dict() == {"male": 2, "female": 2}
+    other = SpeakerIndependentSplit(seed=1).assign(manifest)
+    assert set(manifest["speaker"][other == "test"]) != set(manifest["speaker"][assignment == "test"])
+
+
+def test_speaker_independent_split_is_per_corpus_in_combined_data():
+    manifest = toy_manifest({"ravdess": 24, "crema_d": 10})
+    assignment = SpeakerIndependentSplit(seed=0).assign(manifest)
+    check_speaker_disjoint(manifest, assignment)
+    for corpus in ("ravdess", "crema_d"):
+        held_out = manifest[(manifest["corpus"] == corpus) & (assignment == "test")]["speaker"].nunique()
+        assert held_out >= 1
+
+
+def test_explicit_test_speakers_are_used():
+    manifest = toy_manifest()
+    assignment = SpeakerIndependentSplit(test_speakers=["ravdess:01", "ravdess:02"]).assign(manifest)
+    assert set(manifest["speaker"][assignment == "test"]) == {"ravdess:01", "ravdess:02"}
+    with pytest.raises(ValueError, match=r"\['ravdess:99'\] are not in the manifest"):
+        SpeakerIndependentSplit(test_speakers=["ravdess:99"]).assign(manifest)
+
+
+def test_two_speaker_corpus_cannot_be_split_by_speaker():
+    with pytest.raises(ValueError, match="corpus tess has 2 speaker"):
+        SpeakerIndependentSplit().assign(toy_manifest({"tess": 2}))
+
+
+def test_leakage_guard_names_the_leaking_speakers():
+    manifest = toy_manifest({"ravdess": 4}, clips_per_speaker_emotion=1)
+    assignment = np.where(manifest["speaker"] == "ravdess:01", "test", "train").astype(object)
+    check_speaker_disjoint(manifest, assignment)
+    assignment[0] = "val"  # one clip of ravdess:01 moves to val: ravdess:01 now leaks
+    with pytest.raises(ValueError, match=r"speaker leakage: \['ravdess:01'\]"):
+        check_speaker_disjoint(manifest, assignment)
