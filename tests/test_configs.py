@@ -10,7 +10,7 @@ from omegaconf import OmegaConf, open_dict
 from emotion_lightning.data.datamodule import DataNotFoundError, EmotionDataModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks"]
+GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks", "experiment"]
 
 
 def options(group: str) -> list[str]:

@@ -1,0 +1,21 @@
+PYTHON ?= python
+# Benchmarks read the real corpora here (this project's machines keep them in ../shared/data).
+BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
+
+.PHONY: install train test bench clean
+
+install:  ## the package and its dependencies (torch/torchaudio 2.11.0, Lightning, Hydra, ...)
+	$(PYTHON) -m pip install -e ".[test]"
+
+train:  ## train and test the default model (ResNet, RAVDESS, speaker-independent) on EMOTION_DATA_DIR
+	$(PYTHON) -m emotion_lightning.train
+
+test:  ## the whole suite (the real-RAVDESS test is skipped when ../shared/data/ravdess is absent)
+	$(PYTHON) -m pytest -q
+
+bench:  ## pipeline speed side by side, then a full 30-epoch ResNet run on RAVDESS
+	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)
+	$(PYTHON) benchmarks/full_run.py --data-dir $(BENCH_DATA_DIR)
+
+clean:  ## caches and outputs (decoded waveforms are rebuilt on the next run)
+	rm -rf cache outputs .pytest_cache

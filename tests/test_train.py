@@ -1,0 +1,67 @@
+"""The main job end to end, as a user runs it: `python -m emotion_lightning.train ...` in a subprocess."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_train(*overrides, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "emotion_lightning.train", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fixture_run(data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_train(f"paths.data_dir={data_dir}", f"paths.cache_dir={run_dir.parent}/cache",
+                       f"hydra.run.dir={run_dir}", "trainer.max_epochs=4", "data.batch_size=16", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_run_dir_holds_metrics_plot_checkpoints_and_split_summary(fixture_run):
+    metrics = json.loads((fixture_run / "metrics.json").read_text())
+    for key in ("test_ua", "test_wa", "test_macro_f1", "classes", "confusion_matrix", "per_class", "model",
+                "params", "data", "split", "seed", "train_seconds", "best_epoch"):
+        assert key in metrics, key
+    assert (metrics["model"], metrics["data"], metrics["split"], metrics["seed"]) == (
+        "resnet", "ravdess", "speaker_independent", 1)
+    assert metrics["params"] == 174_840
+    assert 1 <= metrics["best_epoch"] <= 4
+    confusion = torch.tensor(metrics["confusion_matrix"])
+    assert confusion.shape == (8, 8) and confusion.sum() == metrics["clips"]["test"] == 15  # one held-out actor
+    assert metrics["test_wa"] == pytest.approx(confusion.diag().sum().item() / confusion.sum().item())
+    assert (fixture_run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((fixture_run / "checkpoints").glob("epoch*.ckpt"))) == 1
+    with open(fixture_run / "split_summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sum(int(r["train"]) for r in rows) == 6 * 15 and sum(int(r["test"]) for r in rows) == 15
+
+
+def test_training_loss_falls(fixture_run):
+    with open(fixture_run / "csv" / "metrics.csv") as handle:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(handle) if r.get("train_loss")]
+    assert len(losses) == 4
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_checkpoint_carries_what_a_predictor_needs(fixture_run):
+    checkpoint = torch.load(fixture_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["classes"] == ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    assert checkpoint["model_config"]["network"]["_target_"] == "emotion_lightning.models.resnet.ResNet"
+
+
+def test_main_job_without_data_says_where_to_put_it(tmp_path):
+    env = {**os.environ, "EMOTION_DATA_DIR": str(tmp_path / "empty")}
+    result = run_train(f"hydra.run.dir={tmp_path}/run", env=env, timeout=300)
+    assert result.returncode != 0
+    assert "No audio found for any configured corpus" in result.stderr
+    assert "zenodo.org/record/1188976" in result.stderr and "EMOTION_DATA_DIR" in result.stderr
