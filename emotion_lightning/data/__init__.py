@@ -1,0 +1,1 @@
+"""Corpora, manifest, waveform cache, splits and the LightningDataModule."""

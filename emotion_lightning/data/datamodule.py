@@ -1,0 +1,130 @@
+"""The LightningDataModule: manifest -> split -> waveform cache -> fixed-length clips in batches."""
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from emotion_lightning.data.corpora import Corpus
+from emotion_lightning.data.manifest import load_manifest
+from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
+from emotion_lightning.data.waveform_cache import WaveformCache
+
+log = logging.getLogger(__name__)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No audio of any configured corpus was found; the message says where to put it."""
+
+
+class ClipDataset(Dataset):
+    """Fixed-length clips sliced from the waveform cache: a random crop for training, the centre for
+    evaluation, zero padding (at the end) for clips shorter than `num_samples`."""
+
+    def __init__(self, cache: WaveformCache, cache_rows: np.ndarray, labels: np.ndarray, num_samples: int,
+                 random_crop: bool):
+        self.cache, self.cache_rows, self.labels = cache, cache_rows, labels
+        self.num_samples, self.random_crop = num_samples, random_crop
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        waveform = self.cache[self.cache_rows[index]]
+        excess = len(waveform) - self.num_samples
+        clip = torch.zeros(self.num_samples)
+        if excess >= 0:
+            start = int(torch.randint(excess + 1, ())) if self.random_crop else excess // 2
+            clip.copy_(torch.from_numpy(waveform[start:start + self.num_samples]))
+        else:
+            clip[:len(waveform)] = torch.from_numpy(waveform)
+        return clip, int(self.labels[index])
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """Clips of one or more corpora, labelled with the unified taxonomy and split by a protocol.
+
+    `corpora` maps a name to a Corpus (see conf/corpus/); `include` keeps a subset of them; `classes`
+    lists the label set (its order is the model's output order).
+    """
+
+    def __init__(self, corpora: dict[str, Corpus], classes: list[str], split, sample_rate: int = 16000,
+                 clip_seconds: float = 3.0, batch_size: int = 32, num_workers: int = 0,
+                 cache_dir: str = "cache", include: list[str] | None = None):
+        super().__init__()
+        unknown = sorted(set(include or []) - set(corpora))
+        if unknown:
+            raise ValueError(f"data.include names {unknown}; available corpora are {sorted(corpora)}")
+        self.corpora = [corpora[name] for name in (include or corpora)]
+        self.classes = list(classes)
+        self.split = split
+        self.sample_rate, self.num_samples = sample_rate, int(round(clip_seconds * sample_rate))
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cache_dir = Path(cache_dir)
+        self.manifest: pd.DataFrame | None = None
+        self.datasets: dict[str, ClipDataset] = {}
+
+    def _check_data_present(self) -> None:
+        if any(corpus.audio_files() for corpus in self.corpora):
+            return
+        wanted = "\n".join(f"  - {c.name}: expected under {c.root} ({c.download_hint})" for c in self.corpora)
+        raise DataNotFoundError(
+            "No audio found for any configured corpus.\n" + wanted + "\nSet the data directory with "
+            "EMOTION_DATA_DIR=/path/to/data (or paths.data_dir=...); on this project's machines the real "
+            "RAVDESS is at ../shared/data."
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.manifest is not None:
+            return
+        self._check_data_present()
+        manifest, skipped = load_manifest(self.corpora, self.cache_dir)
+        for row in skipped.itertuples():
+            log.warning("skipped %s: %s", row.path, row.reason)
+        manifest = manifest[manifest["emotion"].isin(self.classes)].reset_index(drop=True)
+        if manifest.empty:
+            raise ValueError(f"no clips left after keeping data.classes={self.classes}; check the corpus emotion maps")
+        cache = WaveformCache.open_or_build(manifest["path"].tolist(), self.sample_rate, self.cache_dir)
+        for path, reason in cache.failed.items():
+            log.warning("skipped %s: %s", path, reason)
+        usable = ~manifest["path"].isin(cache.failed).to_numpy()
+        cache_rows = np.flatnonzero(usable)
+        manifest = manifest[usable].reset_index(drop=True)
+
+        assignment = self.split.assign(manifest)
+        if self.split.speaker_disjoint:
+            check_speaker_disjoint(manifest, assignment)
+        labels = manifest["emotion"].map({name: i for i, name in enumerate(self.classes)}).to_numpy()
+        for part in PARTS:
+            selected = assignment == part
+            if not selected.any():
+                raise ValueError(f"split leaves no {part} clips; check the split settings")
+            self.datasets[part] = ClipDataset(cache, cache_rows[selected], labels[selected], self.num_samples,
+                                              random_crop=part == "train")
+        missing = [c for c in self.classes if not (manifest["emotion"][assignment == "test"] == c).any()]
+        if missing:
+            log.warning("classes %s have no test clip; UA and macro-F1 average over the classes present", missing)
+        self.manifest, self.assignment, self.skipped = manifest, assignment, skipped
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights of the training labels (mean 1 over the classes present)."""
+        counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0.0)
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def _loader(self, part: str) -> DataLoader:
+        return DataLoader(self.datasets[part], batch_size=self.batch_size, shuffle=part == "train",
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
