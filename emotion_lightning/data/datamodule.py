@@ -98,6 +98,8 @@ class EmotionDataModule(L.LightningDataModule):
         assignment = self.split.assign(manifest)
         if self.split.speaker_disjoint:
             check_speaker_disjoint(manifest, assignment)
+        used = assignment != "unused"  # e.g. clips a file split does not list
+        manifest, assignment, cache_rows = manifest[used].reset_index(drop=True), assignment[used], cache_rows[used]
         labels = manifest["emotion"].map({name: i for i, name in enumerate(self.classes)}).to_numpy()
         for part in PARTS:
             selected = assignment == part
