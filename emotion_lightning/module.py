@@ -1,10 +1,12 @@
 """The LightningModule: front-end + network, cross-entropy, optimiser and scheduler, metrics."""
 
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -32,8 +34,9 @@ class EmotionClassifier(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_weighting, self.monitor, self.name = class_weighting, monitor, name
         self.register_buffer("class_weights", torch.ones(len(self.classes)))
-        # Saved into checkpoints so a predictor can rebuild this module without Hydra (set by train.py).
-        self.model_config: dict | None = None
+        # The resolved run config, saved into checkpoints so eval and predict can rebuild this module
+        # (and its audio settings) without Hydra; set by train.py.
+        self.run_config: dict | None = None
         num_classes = len(self.classes)
         self.val_metrics = MetricCollection({
             "wa": MulticlassAccuracy(num_classes, average="micro"),
@@ -41,6 +44,7 @@ class EmotionClassifier(L.LightningModule):
             "macro_f1": MulticlassF1Score(num_classes, average="macro"),
         }, prefix="val_")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._test_predictions: list[torch.Tensor] = []
         self.test_results: dict | None = None
 
     def set_class_weights(self, weights: torch.Tensor) -> None:
@@ -75,14 +79,18 @@ class EmotionClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_index):
         waveform, labels = batch
-        self.test_confusion.update(self(waveform).argmax(dim=1), labels)
+        predicted = self(waveform).argmax(dim=1)
+        self.test_confusion.update(predicted, labels)
+        self._test_predictions.append(predicted.cpu())
 
     def on_test_epoch_end(self):
         confusion = self.test_confusion.compute().cpu().numpy()
         self.test_confusion.reset()
         results = metrics_from_confusion(confusion, self.classes)
         self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")})
-        self.test_results = {**results, "confusion_matrix": confusion.tolist()}
+        predicted = torch.cat(self._test_predictions).numpy() if self._test_predictions else None
+        self._test_predictions = []
+        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted}
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -92,5 +100,20 @@ class EmotionClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["model_config"] = self.model_config
+        checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "EmotionClassifier":
+        """Rebuild a trained classifier from a checkpoint written by `emotion_lightning.train`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        run_config = checkpoint.get("run_config") if isinstance(checkpoint, dict) else None
+        if not run_config:
+            raise ValueError(f"{path} was not written by emotion_lightning.train (it has no run_config)")
+        model = instantiate(run_config["model"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.run_config = run_config
+        return model.eval()

@@ -56,7 +56,8 @@ def test_training_loss_falls(fixture_run):
 def test_checkpoint_carries_what_a_predictor_needs(fixture_run):
     checkpoint = torch.load(fixture_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["classes"] == ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-    assert checkpoint["model_config"]["network"]["_target_"] == "emotion_lightning.models.resnet.ResNet"
+    assert checkpoint["run_config"]["model"]["network"]["_target_"] == "emotion_lightning.models.resnet.ResNet"
+    assert checkpoint["run_config"]["audio"] == {"sample_rate": 16000, "clip_seconds": 3.0}
 
 
 def test_main_job_without_data_says_where_to_put_it(tmp_path):
@@ -65,3 +66,40 @@ def test_main_job_without_data_says_where_to_put_it(tmp_path):
     assert result.returncode != 0
     assert "No audio found for any configured corpus" in result.stderr
     assert "zenodo.org/record/1188976" in result.stderr and "EMOTION_DATA_DIR" in result.stderr
+
+
+def run_eval(*overrides, timeout=300):
+    return subprocess.run([sys.executable, "-m", "emotion_lightning.eval", *overrides], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_eval_reproduces_the_test_metrics_and_adds_breakdowns(fixture_run, data_dir, tmp_path):
+    trained = json.loads((fixture_run / "metrics.json").read_text())
+    best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
+    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+                      f"hydra.run.dir={tmp_path}", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_ua"] == pytest.approx(trained["test_ua"])
+    assert metrics["confusion_matrix"] == trained["confusion_matrix"]
+    held_out = trained["test_speakers"]
+    assert sorted(metrics["breakdowns"]["speaker"]) == held_out
+    assert set(metrics["breakdowns"]["intensity"]) == {"normal", "strong"}
+    assert sum(v["clips"] for v in metrics["breakdowns"]["gender"].values()) == 15
+
+
+def test_eval_cross_corpus_on_every_tess_clip(fixture_run, data_dir, tmp_path):
+    best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
+    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+                      f"hydra.run.dir={tmp_path}", "data=combined", "split=cross_corpus",
+                      "split.train_corpora=[ravdess]", "split.test_corpora=[tess]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_corpora"] == ["tess"] and metrics["clips"]["test"] == 70
+    assert metrics["classes"] == json.loads((fixture_run / "metrics.json").read_text())["classes"]
+    assert sorted(metrics["breakdowns"]["speaker"]) == ["tess:OAF", "tess:YAF"]
+
+
+def test_eval_of_a_missing_checkpoint_says_so(tmp_path):
+    result = run_eval(f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr

@@ -112,6 +112,10 @@ class EmotionDataModule(L.LightningDataModule):
             log.warning("classes %s have no test clip; UA and macro-F1 average over the classes present", missing)
         self.manifest, self.assignment, self.skipped = manifest, assignment, skipped
 
+    def rows(self, part: str) -> pd.DataFrame:
+        """Manifest rows of one part, in the order its dataloader yields them (unshuffled for val/test)."""
+        return self.manifest[self.assignment == part]
+
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training labels (mean 1 over the classes present)."""
         counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)

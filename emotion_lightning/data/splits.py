@@ -47,12 +47,16 @@ class RandomSplit:
         return assignment
 
 
-def gender_interleaved_speakers(rows: pd.DataFrame, rng: np.random.Generator) -> list[str]:
-    """The speakers of `rows`, shuffled within gender and then interleaved (F, M, F, M, ...), so that any
-    prefix, or any round-robin share, is as gender-balanced as the corpus allows."""
+def shuffled_speakers_by_gender(rows: pd.DataFrame, rng: np.random.Generator) -> list[list[str]]:
+    """The speakers of `rows`, one shuffled list per gender (genders in sorted order)."""
     speakers = rows.drop_duplicates("speaker").sort_values("speaker")
-    by_gender = [rng.permutation(group["speaker"].to_numpy()) for _, group in speakers.groupby("gender")]
-    return [str(s) for rank in range(max(map(len, by_gender))) for group in by_gender for s in group[rank:rank + 1]]
+    return [[str(s) for s in rng.permutation(group["speaker"].to_numpy())] for _, group in speakers.groupby("gender")]
+
+
+def gender_interleaved_speakers(rows: pd.DataFrame, rng: np.random.Generator) -> list[str]:
+    """Shuffled speakers with genders interleaved (F, M, F, M, ...): any prefix is gender-balanced."""
+    by_gender = shuffled_speakers_by_gender(rows, rng)
+    return [s for rank in range(max(map(len, by_gender))) for group in by_gender for s in group[rank:rank + 1]]
 
 
 def assign_speakers(manifest: pd.DataFrame, val: set[str], test: set[str]) -> np.ndarray:
@@ -111,7 +115,7 @@ class SpeakerIndependentSplit:
 class SpeakerKFoldSplit:
     """k folds of speaker groups per corpus: fold `fold` is test, the next fold is val, the rest train.
 
-    Speakers are dealt round-robin to folds in gender-interleaved order, so folds are gender-balanced
+    Speakers are dealt round-robin to folds, one gender after the other, so folds are gender-balanced
     (RAVDESS, k=6: six folds of 2 female + 2 male actors). k equal to the number of speakers is
     leave-one-speaker-out. Over folds 0..k-1 every clip is tested exactly once.
     """
@@ -130,7 +134,8 @@ class SpeakerKFoldSplit:
         rng = np.random.default_rng(self.seed)
         fold_of = {}
         for corpus, rows in manifest.groupby("corpus", sort=True):
-            order = gender_interleaved_speakers(rows, rng)
+            # Dealing one gender after the other, round-robin, spreads each gender evenly over the folds.
+            order = [s for group in shuffled_speakers_by_gender(rows, rng) for s in group]
             if len(order) < self.k:
                 raise ValueError(f"split=speaker_kfold: corpus {corpus} has {len(order)} speakers, fewer than "
                                  f"split.k={self.k}; lower split.k")

@@ -1,0 +1,111 @@
+"""Aggregate metrics.json files over seeds and folds: mean, sd and a 95% bootstrap CI per configuration.
+
+    python -m emotion_lightning.aggregate outputs/multiruns/2026-...   [--out DIR]
+
+Writes aggregate.json and aggregate.md (and cross_corpus.md when runs train and test on different
+corpora) into the folder, or into --out.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emotion_lightning.atomic import write_text
+
+log = logging.getLogger(__name__)
+METRICS = ("test_ua", "test_wa", "test_macro_f1")
+GROUP_BY = ["model", "data", "split"]
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampling runs with replacement)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    means = np.random.default_rng(seed).choice(values, size=(resamples, len(values))).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def read_runs(folder: str | Path) -> pd.DataFrame:
+    """One row per metrics.json under `folder` (unreadable files are logged and left out)."""
+    rows = []
+    for path in sorted(Path(folder).rglob("metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            log.warning("left out %s: %s", path, error)
+            continue
+        rows.append({
+            "run_dir": str(path.parent), **{key: metrics.get(key) for key in GROUP_BY + list(METRICS) + ["seed"]},
+            "train_corpora": "+".join(metrics.get("train_corpora", [])),
+            "test_corpora": "+".join(metrics.get("test_corpora", [])),
+        })
+    if not rows:
+        raise FileNotFoundError(f"no metrics.json under {folder}")
+    return pd.DataFrame(rows)
+
+
+def aggregate(runs: pd.DataFrame) -> list[dict]:
+    """Per (model, data, split): number of runs, and mean, sd, CI of each metric."""
+    summary = []
+    for key, group in runs.groupby(GROUP_BY, sort=True, dropna=False):
+        entry = {**dict(zip(GROUP_BY, key)), "runs": len(group)}
+        for metric in METRICS:
+            values = group[metric].astype(float).to_numpy()
+            low, high = bootstrap_ci(values)
+            entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                             "ci95": [low, high], "values": values.tolist()}
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict]) -> str:
+    lines = ["| model | data | split | runs | UA mean ± sd [95% CI] | WA mean ± sd | macro-F1 mean ± sd |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in summary:
+        ua, wa, f1 = (entry[m] for m in METRICS)
+        lines.append(f"| {entry['model']} | {entry['data']} | {entry['split']} | {entry['runs']} | "
+                     f"{ua['mean']:.3f} ± {ua['sd']:.3f} [{ua['ci95'][0]:.3f}, {ua['ci95'][1]:.3f}] | "
+                     f"{wa['mean']:.3f} ± {wa['sd']:.3f} | {f1['mean']:.3f} ± {f1['sd']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cross_corpus_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean test UA with train corpora as rows and test corpora as columns (runs that test elsewhere)."""
+    crossing = runs[(runs["train_corpora"] != "") & (runs["train_corpora"] != runs["test_corpora"])]
+    if crossing.empty:
+        return None
+    return crossing.pivot_table(index="train_corpora", columns="test_corpora", values="test_ua", aggfunc="mean")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="a run or multirun folder (searched recursively for metrics.json)")
+    parser.add_argument("--out", help="where to write the tables (default: the folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out or args.folder)
+    runs = read_runs(args.folder)
+    summary = aggregate(runs)
+    write_text(out / "aggregate.json", json.dumps(summary, indent=2))
+    table = markdown_table(summary)
+    write_text(out / "aggregate.md", table)
+    print(table)
+    matrix = cross_corpus_matrix(runs)
+    if matrix is not None:
+        header = "| train \\ test | " + " | ".join(matrix.columns) + " |"
+        rows = [f"| {train} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in values) + " |"
+                for train, values in zip(matrix.index, matrix.to_numpy())]
+        text = "Mean test UA\n\n" + "\n".join([header, "|---" * (len(matrix.columns) + 1) + "|", *rows]) + "\n"
+        write_text(out / "cross_corpus.md", text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
