@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from emotion_lightning.checkpointing import random_states, restore_random_states
 from emotion_lightning.metrics import metrics_from_confusion
 
 
@@ -102,6 +103,12 @@ class EmotionClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
+        # A resumed run continues with the same shuffles, crops and dropout as an uninterrupted one.
+        checkpoint["random_states"] = random_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "random_states" in checkpoint:
+            restore_random_states(checkpoint["random_states"])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "EmotionClassifier":

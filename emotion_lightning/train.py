@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import emotion_lightning  # noqa: F401  (registers the `len` resolver used by the configs)
 from emotion_lightning.atomic import write_text
+from emotion_lightning.checkpointing import AtomicCheckpointIO, resume_checkpoint
 from emotion_lightning.data import splits
 from emotion_lightning.evaluation import save_report, test_report
 from emotion_lightning.run_info import config_choices, library_versions
@@ -47,10 +48,13 @@ def train(cfg: DictConfig) -> dict:
     model.set_class_weights(datamodule.class_weights())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
 
+    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    if resume_from:
+        log.info("resuming from %s", resume_from)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if checkpoint else None)
@@ -60,7 +64,7 @@ def train(cfg: DictConfig) -> dict:
         **test_report(model, datamodule),
         "model": choices.get("model", model.name), "params": model.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
-        "seed": cfg.seed, "train_seconds": round(train_seconds, 2),
+        "seed": cfg.seed, "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
         "best_epoch": best_epoch(checkpoint.best_model_path) if checkpoint else None,
         "epochs_run": trainer.current_epoch,
         f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,

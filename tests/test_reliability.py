@@ -1,0 +1,206 @@
+"""A killed run resumes to the same result; same seed, same metrics; bad audio never stops a run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emotion_lightning.audio import AudioError, load, probe
+from emotion_lightning.data.corpora import Ravdess
+from emotion_lightning.data.datamodule import EmotionDataModule
+from emotion_lightning.data.splits import RandomSplit
+from emotion_lightning.features import LogMelFrontend
+from emotion_lightning.taxonomy import EMOTIONS
+from fixture_audio import make_ravdess, tone
+from test_corpora import emotion_map
+from test_train import REPO, run_train
+
+VOLATILE = {"train_seconds", "resumed_from", "versions"}
+
+
+def stable(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key not in VOLATILE}
+
+
+def train_overrides(data_dir, cache_dir, run_dir):
+    return [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}",
+            "trainer.max_epochs=4", "~callbacks.early_stopping", "data.batch_size=16", "seed=3", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run_train(*train_overrides(data_dir, run_dir.parent / "cache", run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_same_seed_gives_identical_metrics(uninterrupted, data_dir, tmp_path):
+    result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stable(again) == stable(uninterrupted)
+    assert again["versions"]["torch"].startswith("2.11") and again["seed"] == 3
+
+
+def test_a_run_killed_mid_training_resumes_to_the_same_result(uninterrupted, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "emotion_lightning.train", *train_overrides(data_dir, tmp_path / "cache", run_dir)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not (run_dir / "metrics.json").exists(), "the run should die before finishing"
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at < 3
+
+    result = run_train(*train_overrides(data_dir, tmp_path / "cache", run_dir))  # same command, same run dir
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["resumed_from"] == str(last)
+    assert stable(resumed) == stable(uninterrupted)
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"), "ckpt_path=last")
+    assert result.returncode != 0
+    assert "ckpt_path=last" in result.stderr and "does not exist" in result.stderr
+
+
+def write_bad_and_odd_files(actor_dir):
+    """One file per kind of trouble, each named as a valid RAVDESS clip of actor 01 (angry, varied codes)."""
+    actor_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    angry = tone("angry", 1.0, 16000, 0)
+    kinds = {}
+
+    def name(statement, repetition, intensity="01"):
+        return actor_dir / f"03-01-05-{intensity}-{statement}-{repetition}-01.wav"
+
+    def add(kind, path):
+        kinds[kind] = path.name
+        return path
+
+    add("empty", name("01", "01")).write_bytes(b"")
+    add("random bytes", name("01", "02")).write_bytes(rng.bytes(5000))
+    sf.write(str(add("truncated header", name("02", "01"))), angry, 16000)
+    name("02", "01").write_bytes(name("02", "01").read_bytes()[:20])
+    sf.write(str(add("nan samples", name("02", "02"))), np.where(np.arange(16000) == 5, np.nan, angry[:16000]).astype(np.float32), 16000, subtype="FLOAT")
+    sf.write(str(add("inf samples", name("01", "01", "02"))), np.full(1600, np.inf, np.float32), 16000, subtype="FLOAT")
+    sf.write(str(add("silence", name("01", "02", "02"))), np.zeros(16000, np.float32), 16000)
+    sf.write(str(add("shorter than one frame", name("02", "01", "02"))), angry[:100], 16000)
+    sf.write(str(add("one sample", name("02", "02", "02"))), angry[:1], 16000)
+    return kinds
+
+
+ODD_BUT_VALID = [  # (file name in actor 02, sample rate, channels, subtype, seconds)
+    ("03-01-05-01-01-01-02.wav", 8000, 1, "PCM_U8", 1.0),
+    ("03-01-05-01-01-02-02.wav", 44100, 1, "PCM_24", 1.0),
+    ("03-01-05-01-02-01-02.wav", 96000, 1, "FLOAT", 1.0),
+    ("03-01-05-01-02-02-02.wav", 22050, 6, "PCM_16", 1.0),
+    ("03-01-05-02-01-01-02.wav", 11025, 2, "PCM_32", 1.0),
+    ("03-01-05-02-01-02-02.wav", 16000, 1, "PCM_16", 120.0),
+]
+
+
+def test_bad_audio_is_skipped_with_reasons_and_odd_audio_is_used(tmp_path):
+    root = tmp_path / "ravdess"
+    make_ravdess(root, actors=[3, 4, 5, 6])
+    kinds = write_bad_and_odd_files(root / "Actor_01")
+    for file_name, rate, channels, subtype, seconds in ODD_BUT_VALID:
+        (root / "Actor_02").mkdir(exist_ok=True)
+        signal_ = np.tile(tone("angry", seconds, rate, 1)[:, None], (1, channels)) * 0.9
+        sf.write(str(root / "Actor_02" / file_name), signal_, rate, subtype=subtype)
+
+    datamodule = EmotionDataModule({"ravdess": Ravdess(root, emotion_map("ravdess"))}, list(EMOTIONS),
+                                   RandomSplit(stratify_by=("corpus",), seed=0), cache_dir=str(tmp_path / "cache"),
+                                   batch_size=64)
+    datamodule.setup()
+    used = {Path(p).name for p in datamodule.manifest["path"]}
+    for kind in ("empty", "random bytes", "truncated header", "nan samples", "inf samples"):
+        assert kinds[kind] not in used, kind
+    for kind in ("silence", "shorter than one frame", "one sample"):
+        assert kinds[kind] in used, kind
+    assert {entry[0] for entry in ODD_BUT_VALID} <= used
+    skipped = {Path(p).name for p in datamodule.skipped["path"]}
+    assert {kinds["empty"], kinds["random bytes"], kinds["truncated header"]} <= skipped
+
+    frontend = LogMelFrontend()
+    for part in ("train", "val", "test"):
+        for waveform, _labels in datamodule._loader(part):
+            assert waveform.shape[1] == 48000 and torch.isfinite(frontend(waveform)).all()
+
+
+def test_fuzzed_files_either_load_or_raise_audio_error(tmp_path):
+    """Seeded fuzzing of the audio reader: random bytes, truncations and bit flips of real encodings."""
+    rng = np.random.default_rng(1234)
+    seeds = []
+    for fmt, subtype, ext in [("WAV", "PCM_16", "wav"), ("FLAC", "PCM_16", "flac"), ("OGG", "VORBIS", "ogg"),
+                              ("MP3", None, "mp3"), ("WAV", "FLOAT", "wav")]:
+        path = tmp_path / f"seed.{fmt}.{ext}"
+        sf.write(str(path), tone("sad", 0.5, 16000, 0), 16000, format=fmt, subtype=subtype)
+        seeds.append((path.read_bytes(), ext))
+    started, outcomes = time.monotonic(), {"loaded": 0, "refused": 0}
+    for i in range(150):
+        data, ext = seeds[i % len(seeds)]
+        data = bytearray(data)
+        mutation = i % 3
+        if mutation == 0:
+            data = data[: rng.integers(0, len(data))]
+        elif mutation == 1:
+            for position in rng.integers(0, len(data), size=rng.integers(1, 20)):
+                data[position] ^= 1 << int(rng.integers(0, 8))
+        else:
+            data = bytearray(rng.bytes(int(rng.integers(0, 3000))))
+        path = tmp_path / f"fuzz{i}.{ext}"
+        path.write_bytes(bytes(data))
+        try:
+            probe(path)
+            waveform = load(path, 16000)
+        except AudioError:
+            outcomes["refused"] += 1
+            continue
+        assert waveform.dtype == np.float32 and waveform.ndim == 1 and np.isfinite(waveform).all()
+        outcomes["loaded"] += 1
+    assert outcomes["refused"] > 0 and outcomes["loaded"] > 0
+    assert time.monotonic() - started < 120
+
+
+def test_unknown_model_name_lists_the_available_ones(tmp_path):
+    result = run_train("model=resnett", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "Could not find 'model/resnett'" in result.stderr and "resnet" in result.stderr
+
+
+def fixture_datamodule(data_dir, tmp_path, split, classes=EMOTIONS):
+    corpus = Ravdess(data_dir / "ravdess", emotion_map("ravdess"))
+    return EmotionDataModule({"ravdess": corpus}, list(classes), split, cache_dir=str(tmp_path / "cache"))
+
+
+def test_classes_that_match_no_clip_are_refused_before_training(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"no clips left after keeping data.classes=\['bored'\]"):
+        fixture_datamodule(data_dir, tmp_path, RandomSplit(), classes=["bored"]).setup()
+
+
+def test_a_split_leaving_a_class_untested_is_refused(data_dir, tmp_path):
+    from emotion_lightning.data.splits import SpeakerIndependentSplit
+
+    class DropCalmFromTest(SpeakerIndependentSplit):
+        def assign(self, manifest):
+            assignment = super().assign(manifest)
+            assignment[(assignment == "test") & (manifest["emotion"] == "calm").to_numpy()] = "unused"
+            return assignment
+
+    with pytest.raises(ValueError, match=r"classes \['calm'\] with training clips but no test clip.*split.test_fraction"):
+        fixture_datamodule(data_dir, tmp_path, DropCalmFromTest()).setup()
