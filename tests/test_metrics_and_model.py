@@ -6,6 +6,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from emotion_lightning.features import LogMelFrontend
 from emotion_lightning.metrics import metrics_from_confusion
 from emotion_lightning.models.resnet import ResNet
+from emotion_lightning.models.sequence import LSTMClassifier, TransformerClassifier
 from emotion_lightning.module import EmotionClassifier
 
 
@@ -47,21 +48,6 @@ def test_resnet_shapes_and_parameter_count():
     assert sum(p.numel() for p in ResNet(num_classes=6).parameters()) == 174_840 - 2 * 65
 
 
-def test_resnet_overfits_a_tiny_batch():
-    torch.manual_seed(0)
-    model = EmotionClassifier(ResNet(num_classes=4, dropout=0.0), classes=list("abcd"), frontend=LogMelFrontend())
-    waveform, labels = torch.randn(8, 16000), torch.arange(8) % 4
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = model._loss(model(waveform), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0]
-
-
 def test_balanced_class_weights_enter_the_loss():
     model = EmotionClassifier(ResNet(num_classes=2), classes=["a", "b"], class_weighting="balanced")
     model.set_class_weights(torch.tensor([0.5, 2.0]))
@@ -71,3 +57,29 @@ def test_balanced_class_weights_enter_the_loss():
     assert model._loss(logits, labels).item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="class_weighting"):
         EmotionClassifier(ResNet(num_classes=2), classes=["a", "b"], class_weighting="inverse")
+
+
+@pytest.mark.parametrize("network", [
+    lambda: ResNet(num_classes=4, dropout=0.0),
+    lambda: LSTMClassifier(num_classes=4, dropout=0.0),
+    lambda: TransformerClassifier(num_classes=4, dropout=0.0),
+], ids=["resnet", "lstm", "transformer"])
+def test_each_network_overfits_a_tiny_batch(network):
+    torch.manual_seed(0)
+    model = EmotionClassifier(network(), classes=list("abcd"), frontend=LogMelFrontend())
+    waveform, labels = torch.randn(8, 16000), torch.arange(8) % 4
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = model._loss(model(waveform), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_sequence_models_accept_any_number_of_frames():
+    for network in (LSTMClassifier(num_classes=3), TransformerClassifier(num_classes=3)):
+        assert network(torch.randn(2, 1, 64, 31)).shape == (2, 3)
+        assert network(torch.randn(2, 1, 64, 200)).shape == (2, 3)
