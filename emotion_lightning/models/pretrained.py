@@ -1,0 +1,120 @@
+"""Pretrained speech encoders from transformers (Wav2Vec2, HuBERT, WavLM, Whisper) with a pooled head.
+
+The classifier reads every hidden layer, mixes them with learned softmax weights (lower layers carry
+more prosody and speaker detail than the top one), averages over time and classifies with a small MLP.
+The encoder is frozen or fine-tuned; a Wav2Vec2-style CNN feature encoder always stays frozen.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
+
+log = logging.getLogger(__name__)
+
+
+class WhisperLogMel(nn.Module):
+    """Whisper's log-mel features (n_fft 400, hop 160; floor at max - 8; scaled) computed in torch, so
+    they run on the model's device. Matches transformers' WhisperFeatureExtractor."""
+
+    def __init__(self, mel_filters: np.ndarray, n_fft: int = 400, hop_length: int = 160):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("mel_filters", torch.as_tensor(mel_filters, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            stft = torch.stft(waveform.float(), self.n_fft, self.hop_length, window=self.window, return_complex=True)
+            power = (stft[..., :-1].abs() ** 2).contiguous()
+            log_mel = torch.clamp(self.mel_filters.T @ power, min=1e-10).log10()
+            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+            return (log_mel + 4.0) / 4.0
+
+
+def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
+    """A transformers model from a local folder or hub id, or randomly initialised from `config`
+    (a dict with `model_type` and the sizes; used for tests and for training from scratch)."""
+    if checkpoint is None:
+        if not config:
+            raise ValueError("model.network: give checkpoint (a local folder or hub id) or config (model_type + sizes)")
+        config = dict(config)
+        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+    try:
+        return AutoModel.from_pretrained(checkpoint, dtype=torch.float32)  # some checkpoints ship float16
+    except (OSError, ValueError) as error:
+        where = "the folder does not exist" if not Path(checkpoint).exists() and "/" in checkpoint and \
+            Path(checkpoint).is_absolute() else "it is neither a readable local folder nor reachable on the hub"
+        raise FileNotFoundError(
+            f"cannot load the pretrained encoder model.network.checkpoint={checkpoint!r}: {where} ({error}). "
+            "Download it on a machine with internet (e.g. `huggingface-cli download facebook/wav2vec2-base "
+            "--local-dir DIR`) and set model.network.checkpoint=DIR (or EMOTION_MODELS_DIR for the defaults)."
+        ) from None
+
+
+class PretrainedEncoderClassifier(nn.Module):
+    """Waveform (batch, samples) -> logits, through a pretrained speech encoder.
+
+    Whisper: its log-mel front-end is part of this module. Its encoder expects 30 s (3000 frames);
+    `whisper_pad_to_30s=false` (default) truncates the positional embeddings to `clip_seconds` instead,
+    about 10x less compute for 3 s clips; `true` pads every clip to 30 s as in speech recognition.
+    """
+
+    def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
+                 freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
+                 whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        if sample_rate != 16000:
+            raise ValueError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
+        model = load_pretrained(checkpoint, config)
+        if hasattr(model.config, "layerdrop"):
+            model.config.layerdrop = 0.0  # skipped layers would drop hidden states from the layer mix
+        self.is_whisper = model.config.model_type == "whisper"
+        self.freeze_encoder = freeze_encoder
+        if self.is_whisper:
+            self.encoder = model.get_encoder()
+            extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+            self.whisper_mel = WhisperLogMel(extractor.mel_filters, extractor.n_fft, extractor.hop_length)
+            frames = 3000 if whisper_pad_to_30s else int(round(clip_seconds * sample_rate / extractor.hop_length))
+            self._fit_whisper_positions(frames)
+        else:
+            self.encoder = model
+            if hasattr(model, "freeze_feature_encoder"):
+                model.freeze_feature_encoder()  # the CNN feature encoder stays as pretrained (as in the seeds)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+        layers = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer
+        width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
+        self.layer_weights = nn.Parameter(torch.zeros(layers))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, head_hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
+
+    def _fit_whisper_positions(self, frames: int) -> None:
+        """Keep the first frames/2 positional embeddings (the convolutions halve the frame rate)."""
+        positions = frames // 2
+        table = self.encoder.embed_positions.weight.data[:positions].clone()
+        self.encoder.embed_positions = nn.Embedding(positions, table.shape[1], _weight=table)
+        self.encoder.embed_positions.requires_grad_(False)
+        self.encoder.config.max_source_positions = positions
+        self.input_frames = 2 * positions
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # a frozen encoder keeps its dropout off
+        return self
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if self.is_whisper:
+            features = self.whisper_mel(waveform)
+            features = nn.functional.pad(features, (0, max(0, self.input_frames - features.shape[-1])))
+            outputs = self.encoder(features[..., :self.input_frames], output_hidden_states=True)
+        else:
+            normalised = (waveform - waveform.mean(dim=1, keepdim=True)) / (waveform.std(dim=1, keepdim=True) + 1e-7)
+            outputs = self.encoder(normalised, output_hidden_states=True)
+        hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, width)
+        mixed = (torch.softmax(self.layer_weights, dim=0)[:, None, None, None] * hidden).sum(dim=0)
+        return self.head(mixed.mean(dim=1))

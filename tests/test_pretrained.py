@@ -1,0 +1,92 @@
+"""Pretrained speech encoders: tiny random configs for every family, the real Whisper tiny.en when present."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import WhisperFeatureExtractor
+
+from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.taxonomy import EMOTIONS
+from fixture_audio import tone
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+WAV2VEC2_LIKE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     conv_dim=[16, 16], conv_stride=[5, 4], conv_kernel=[10, 4], num_conv_pos_embeddings=16,
+                     num_conv_pos_embedding_groups=2)
+TINY = {
+    "wav2vec2": {"model_type": "wav2vec2", **WAV2VEC2_LIKE},
+    "hubert": {"model_type": "hubert", **WAV2VEC2_LIKE},
+    "wavlm": {"model_type": "wavlm", **WAV2VEC2_LIKE, "num_buckets": 16, "max_bucket_distance": 20},
+    "whisper": {"model_type": "whisper", "d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
+                "decoder_layers": 1, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+                "num_mel_bins": 80, "vocab_size": 64, "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2,
+                "decoder_start_token_id": 3},
+}
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_every_encoder_family_classifies_waveforms(family):
+    torch.manual_seed(0)
+    network = PretrainedEncoderClassifier(num_classes=5, config=TINY[family], clip_seconds=1.0)
+    assert network(torch.randn(3, 16000)).shape == (3, 5)
+    assert network.layer_weights.shape == (3,)  # embeddings + 2 layers
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_frozen_encoder_trains_only_the_layer_mix_and_head(family):
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY[family], clip_seconds=1.0, freeze_encoder=True)
+    trainable = {name.split(".")[0] for name, p in network.named_parameters() if p.requires_grad}
+    assert trainable == {"layer_weights", "head"}
+    network.train()
+    assert not network.encoder.training  # frozen encoder keeps dropout off
+
+
+def test_fine_tuning_updates_the_transformer_but_not_the_cnn_feature_encoder():
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY["wav2vec2"], clip_seconds=1.0, freeze_encoder=False)
+    network(torch.randn(2, 16000)).sum().backward()
+    assert all(p.grad is None for p in network.encoder.feature_extractor.parameters())
+    assert network.encoder.encoder.layers[0].attention.q_proj.weight.grad is not None
+
+
+def test_tiny_whisper_overfits_a_batch():
+    torch.manual_seed(0)
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=1.0,
+                                          freeze_encoder=False, dropout=0.0)
+    labels = torch.arange(8) % 4  # one pitch per class: white noise alone looks alike after time pooling
+    waveform = torch.stack([torch.from_numpy(tone(EMOTIONS[int(y)], 1.0, 16000, seed=i)) for i, y in enumerate(labels)])
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(network(waveform), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_missing_checkpoint_says_how_to_provide_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model.network.checkpoint=.*--local-dir DIR"):
+        PretrainedEncoderClassifier(checkpoint=str(tmp_path / "wav2vec2-base"))
+    with pytest.raises(ValueError, match="give checkpoint"):
+        PretrainedEncoderClassifier()
+
+
+@pytest.fixture(scope="module")
+def whisper_tiny_en():
+    path = SHARED_MODELS / "whisper-tiny.en"
+    if not path.is_dir():
+        pytest.skip(f"real Whisper tiny.en not found at {path}")
+    return path
+
+
+def test_real_whisper_front_end_matches_the_transformers_feature_extractor(whisper_tiny_en):
+    network = PretrainedEncoderClassifier(checkpoint=str(whisper_tiny_en))
+    waveform = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    reference = WhisperFeatureExtractor.from_pretrained(whisper_tiny_en)._torch_extract_fbank_features(waveform[None])
+    ours = network.whisper_mel(torch.from_numpy(waveform)[None]).numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert network.encoder.embed_positions.num_embeddings == 150  # 3 s instead of the 30 s window
+    assert network(torch.from_numpy(waveform)[None]).shape == (1, 8)
