@@ -47,6 +47,7 @@ class EmotionClassifier(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self._test_predictions: list[torch.Tensor] = []
         self.test_results: dict | None = None
+        self.trainable = True  # an ensemble of trained checkpoints is only tested
 
     def set_class_weights(self, weights: torch.Tensor) -> None:
         if self.class_weighting == "balanced":

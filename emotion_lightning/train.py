@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import emotion_lightning  # noqa: F401  (registers the `len` resolver used by the configs)
 from emotion_lightning.atomic import write_text
+from emotion_lightning.classical import FeatureClassifier
 from emotion_lightning.checkpointing import AtomicCheckpointIO, resume_checkpoint
 from emotion_lightning.data import splits
 from emotion_lightning.evaluation import save_report, test_report
@@ -37,13 +38,8 @@ def prepare_data(cfg: DictConfig, **overrides):
     return datamodule
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit on train, select on val, test the best checkpoint; write metrics.json and plots to the run dir."""
-    L.seed_everything(cfg.seed, workers=True)
-    choices = config_choices()
-    datamodule = prepare_data(cfg)
-
-    model = instantiate(cfg.model)
+def fit_and_test_lightning(cfg: DictConfig, model, datamodule) -> dict:
+    """Fit on train, select on val, test the best checkpoint; facts about the fit for metrics.json."""
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.set_class_weights(datamodule.class_weights())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
@@ -54,20 +50,41 @@ def train(cfg: DictConfig) -> dict:
     if resume_from:
         log.info("resuming from %s", resume_from)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    if model.trainable:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = trainer.checkpoint_callback if model.trainable else None
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if checkpoint else None)
-
     best_score = checkpoint.best_model_score if checkpoint else None
+    return {
+        "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
+        "best_epoch": best_epoch(checkpoint.best_model_path) if checkpoint else None,
+        "epochs_run": trainer.current_epoch,
+        f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,
+    }
+
+
+def fit_and_test_classical(model, datamodule) -> dict:
+    start = time.perf_counter()
+    model.fit_and_test(datamodule)
+    return {"train_seconds": round(time.perf_counter() - start, 2)}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train and test the configured model; write metrics.json and plots to the run dir."""
+    L.seed_everything(cfg.seed, workers=True)
+    choices = config_choices()
+    datamodule = prepare_data(cfg)
+    model = instantiate(cfg.model)
+    if isinstance(model, FeatureClassifier):
+        fit_facts = fit_and_test_classical(model, datamodule)
+    else:
+        fit_facts = fit_and_test_lightning(cfg, model, datamodule)
     report = {
         **test_report(model, datamodule),
         "model": choices.get("model", model.name), "params": model.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
-        "seed": cfg.seed, "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
-        "best_epoch": best_epoch(checkpoint.best_model_path) if checkpoint else None,
-        "epochs_run": trainer.current_epoch,
-        f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,
+        "seed": cfg.seed, **fit_facts,
         "skipped_files": len(datamodule.skipped), "choices": choices, "versions": library_versions(),
     }
     save_report(Path(cfg.paths.output_dir), report)
@@ -77,7 +94,8 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # The validation score, for Hydra sweepers that optimise a value (e.g. Optuna): never tune on test.
-    return train(cfg)[f"best_{cfg.monitor}"]
+    report = train(cfg)
+    return report.get(f"best_{cfg.monitor}") or report["test_ua"]
 
 
 if __name__ == "__main__":

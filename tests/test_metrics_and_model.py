@@ -5,7 +5,9 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 
 from emotion_lightning.features import LogMelFrontend
 from emotion_lightning.metrics import metrics_from_confusion
+from emotion_lightning.models.cnn import DenseNet, SimpleCNN
 from emotion_lightning.models.resnet import ResNet
+from emotion_lightning.models.waveform_cnn import WaveformCNN
 from emotion_lightning.models.sequence import LSTMClassifier, TransformerClassifier
 from emotion_lightning.module import EmotionClassifier
 
@@ -63,7 +65,9 @@ def test_balanced_class_weights_enter_the_loss():
     lambda: ResNet(num_classes=4, dropout=0.0),
     lambda: LSTMClassifier(num_classes=4, dropout=0.0),
     lambda: TransformerClassifier(num_classes=4, dropout=0.0),
-], ids=["resnet", "lstm", "transformer"])
+    lambda: SimpleCNN(num_classes=4, dropout=0.0),
+    lambda: DenseNet(num_classes=4, dropout=0.0),
+], ids=["resnet", "lstm", "transformer", "simple_cnn", "densenet"])
 def test_each_network_overfits_a_tiny_batch(network):
     torch.manual_seed(0)
     model = EmotionClassifier(network(), classes=list("abcd"), frontend=LogMelFrontend())
@@ -83,3 +87,20 @@ def test_sequence_models_accept_any_number_of_frames():
     for network in (LSTMClassifier(num_classes=3), TransformerClassifier(num_classes=3)):
         assert network(torch.randn(2, 1, 64, 31)).shape == (2, 3)
         assert network(torch.randn(2, 1, 64, 200)).shape == (2, 3)
+
+
+def test_waveform_cnn_has_the_seeds_size_and_overfits_raw_audio():
+    torch.manual_seed(0)
+    network = WaveformCNN(num_classes=4, dropout=0.0)
+    assert 4.4e6 < sum(p.numel() for p in network.parameters()) < 4.55e6  # the seeds: 4,456,648
+    assert network(torch.randn(2, 20000)).shape == (2, 4)  # adaptive pooling: any length
+    model = EmotionClassifier(network, classes=list("abcd"))
+    waveform, labels = torch.randn(8, 16000), torch.arange(8) % 4
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = model._loss(model(waveform), labels).item()
+    for _ in range(25):
+        loss = model._loss(model(waveform), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1 * first

@@ -103,3 +103,23 @@ def test_eval_cross_corpus_on_every_tess_clip(fixture_run, data_dir, tmp_path):
 def test_eval_of_a_missing_checkpoint_says_so(tmp_path):
     result = run_eval(f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr
+
+
+def test_svm_runs_through_the_same_entry_point(data_dir, fixture_run, tmp_path):
+    result = run_train("model=svm", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+                       f"hydra.run.dir={tmp_path}", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((fixture_run / "metrics.json").read_text())
+    assert metrics["model"] == "svm" and metrics["test_speakers"] == trained["test_speakers"]
+    assert metrics["test_ua"] > 0.9  # one pitch per emotion in the fixture
+
+
+def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, tmp_path):
+    checkpoints = sorted(str(p) for p in (fixture_run / "checkpoints").glob("*.ckpt"))
+    result = run_train("model=ensemble", f"model.checkpoints=[{','.join(checkpoints)}]", f"paths.data_dir={data_dir}",
+                       f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"] == "ensemble" and metrics["params"] == 2 * 174_840
+    assert metrics["best_epoch"] is None and sum(map(sum, metrics["confusion_matrix"])) == 15

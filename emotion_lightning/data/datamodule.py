@@ -108,7 +108,7 @@ class EmotionDataModule(L.LightningDataModule):
             self.datasets[part] = ClipDataset(cache, cache_rows[selected], labels[selected], self.num_samples,
                                               random_crop=part == "train")
         self._check_test_classes(manifest, assignment)
-        self.manifest, self.assignment, self.skipped = manifest, assignment, skipped
+        self.manifest, self.assignment, self.skipped, self.cache = manifest, assignment, skipped, cache
 
     def _check_test_classes(self, manifest: pd.DataFrame, assignment: np.ndarray) -> None:
         """A class trained on but never tested makes UA and macro-F1 silently skip it: refuse, unless the
