@@ -10,6 +10,7 @@ from emotion_lightning.models.resnet import ResNet
 from emotion_lightning.models.waveform_cnn import WaveformCNN
 from emotion_lightning.models.sequence import LSTMClassifier, TransformerClassifier
 from emotion_lightning.module import EmotionClassifier
+from overfit import overfit_losses
 
 
 def test_metrics_on_a_known_confusion_matrix():
@@ -71,15 +72,7 @@ def test_balanced_class_weights_enter_the_loss():
 def test_each_network_overfits_a_tiny_batch(network):
     torch.manual_seed(0)
     model = EmotionClassifier(network(), classes=list("abcd"), frontend=LogMelFrontend())
-    waveform, labels = torch.randn(8, 16000), torch.arange(8) % 4
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = model._loss(model(waveform), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, torch.randn(8, 16000), torch.arange(8) % 4, steps=60)
     assert losses[-1] < 0.1 * losses[0]
 
 
@@ -94,13 +87,6 @@ def test_waveform_cnn_has_the_seeds_size_and_overfits_raw_audio():
     network = WaveformCNN(num_classes=4, dropout=0.0)
     assert 4.4e6 < sum(p.numel() for p in network.parameters()) < 4.55e6  # the seeds: 4,456,648
     assert network(torch.randn(2, 20000)).shape == (2, 4)  # adaptive pooling: any length
-    model = EmotionClassifier(network, classes=list("abcd"))
-    waveform, labels = torch.randn(8, 16000), torch.arange(8) % 4
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = model._loss(model(waveform), labels).item()
-    for _ in range(25):
-        loss = model._loss(model(waveform), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.1 * first
+    losses = overfit_losses(EmotionClassifier(network, classes=list("abcd")), torch.randn(8, 16000),
+                            torch.arange(8) % 4, steps=25, lr=1e-3)
+    assert losses[-1] < 0.1 * losses[0]

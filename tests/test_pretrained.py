@@ -10,6 +10,7 @@ from transformers import WhisperFeatureExtractor
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.taxonomy import EMOTIONS
 from fixture_audio import tone
+from overfit import overfit_losses
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 WAV2VEC2_LIKE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -56,14 +57,7 @@ def test_tiny_whisper_overfits_a_batch():
                                           freeze_encoder=False, dropout=0.0)
     labels = torch.arange(8) % 4  # one pitch per class: white noise alone looks alike after time pooling
     waveform = torch.stack([torch.from_numpy(tone(EMOTIONS[int(y)], 1.0, 16000, seed=i)) for i, y in enumerate(labels)])
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = torch.nn.functional.cross_entropy(network(waveform), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(network, waveform, labels, steps=40)
     assert losses[-1] < 0.2 * losses[0]
 
 
