@@ -1,6 +1,7 @@
 PYTHON ?= python
 # Benchmarks read the real corpora here (this project's machines keep them in ../shared/data).
 BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
+BENCH_MODELS_DIR ?= $(or $(EMOTION_MODELS_DIR),../shared/models)
 
 .PHONY: install train test bench clean
 
@@ -15,6 +16,7 @@ test:  ## the whole suite (the real-RAVDESS test is skipped when ../shared/data/
 
 bench:  ## pipeline speed side by side, then a full 30-epoch ResNet run on RAVDESS
 	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)
+	$(PYTHON) benchmarks/whisper_window.py --checkpoint $(BENCH_MODELS_DIR)/whisper-tiny.en
 	$(PYTHON) benchmarks/full_run.py --data-dir $(BENCH_DATA_DIR)
 
 clean:  ## caches and outputs (decoded waveforms are rebuilt on the next run)
