@@ -42,7 +42,8 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
             log.warning("left out %s: %s", path, error)
             continue
         rows.append({
-            "run_dir": str(path.parent), **{key: metrics.get(key) for key in GROUP_BY + list(METRICS) + ["seed"]},
+            "run_dir": str(path.parent),
+            **{key: metrics.get(key) for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds"]},
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
         })
@@ -55,7 +56,9 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
     """Per (model, data, split): number of runs, and mean, sd, CI of each metric."""
     summary = []
     for key, group in runs.groupby(GROUP_BY, sort=True, dropna=False):
-        entry = {**dict(zip(GROUP_BY, key)), "runs": len(group)}
+        params = group["params"].iloc[0]
+        entry = {**dict(zip(GROUP_BY, key)), "runs": len(group), "params": None if pd.isna(params) else int(params),
+                 "train_seconds": float(group["train_seconds"].astype(float).mean())}
         for metric in METRICS:
             values = group[metric].astype(float).to_numpy()
             low, high = bootstrap_ci(values)
@@ -66,13 +69,15 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    lines = ["| model | data | split | runs | UA mean ± sd [95% CI] | WA mean ± sd | macro-F1 mean ± sd |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | data | split | params | runs | UA mean ± sd [95% CI] | WA mean ± sd | macro-F1 mean ± sd "
+             "| train time |", "|---|---|---|---|---|---|---|---|---|"]
     for entry in summary:
         ua, wa, f1 = (entry[m] for m in METRICS)
-        lines.append(f"| {entry['model']} | {entry['data']} | {entry['split']} | {entry['runs']} | "
+        params = f"{entry['params']:,}" if entry["params"] is not None else ""
+        lines.append(f"| {entry['model']} | {entry['data']} | {entry['split']} | {params} | {entry['runs']} | "
                      f"{ua['mean']:.3f} ± {ua['sd']:.3f} [{ua['ci95'][0]:.3f}, {ua['ci95'][1]:.3f}] | "
-                     f"{wa['mean']:.3f} ± {wa['sd']:.3f} | {f1['mean']:.3f} ± {f1['sd']:.3f} |")
+                     f"{wa['mean']:.3f} ± {wa['sd']:.3f} | {f1['mean']:.3f} ± {f1['sd']:.3f} | "
+                     f"{entry['train_seconds']:.0f} s |")
     return "\n".join(lines) + "\n"
 
 

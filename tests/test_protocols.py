@@ -117,7 +117,8 @@ def test_aggregate_groups_runs_and_builds_tables(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
     for fold, ua in enumerate([0.5, 0.6, 0.7]):
-        write(f"k{fold}", model="resnet", data="ravdess", split="speaker_kfold", seed=0, test_ua=ua, test_wa=ua,
+        write(f"k{fold}", model="resnet", data="ravdess", split="speaker_kfold", seed=0, params=10, train_seconds=fold,
+              test_ua=ua, test_wa=ua,
               test_macro_f1=ua, train_corpora=["ravdess"], test_corpora=["ravdess"])
     write("x", model="resnet", data="combined", split="cross_corpus", seed=0, test_ua=0.3, test_wa=0.3,
           test_macro_f1=0.3, train_corpora=["ravdess"], test_corpora=["crema_d"])
@@ -128,6 +129,7 @@ def test_aggregate_groups_runs_and_builds_tables(tmp_path):
     assert summary["speaker_kfold"]["runs"] == 3
     assert summary["speaker_kfold"]["test_ua"]["mean"] == pytest.approx(0.6)
     assert summary["speaker_kfold"]["test_ua"]["sd"] == pytest.approx(0.1)
-    assert "| resnet | ravdess | speaker_kfold | 3 | 0.600 ± 0.100 [" in markdown_table(list(summary.values()))
+    assert "| resnet | ravdess | speaker_kfold | 10 | 3 | 0.600 ± 0.100 [" in markdown_table(list(summary.values()))
+    assert summary["speaker_kfold"]["train_seconds"] == pytest.approx(1.0)
     matrix = cross_corpus_matrix(runs)
     assert matrix.loc["ravdess", "crema_d"] == pytest.approx(0.3) and matrix.shape == (1, 1)
