@@ -124,7 +124,7 @@ def test_bad_audio_is_skipped_with_reasons_and_odd_audio_is_used(tmp_path):
         sf.write(str(root / "Actor_02" / file_name), signal_, rate, subtype=subtype)
 
     datamodule = EmotionDataModule({"ravdess": Ravdess(root, emotion_map("ravdess"))}, list(EMOTIONS),
-                                   RandomSplit(stratify_by=("corpus",), seed=0), cache_dir=str(tmp_path / "cache"),
+                                   RandomSplit(seed=0), cache_dir=str(tmp_path / "cache"),
                                    batch_size=64)
     datamodule.setup()
     used = {Path(p).name for p in datamodule.manifest["path"]}
