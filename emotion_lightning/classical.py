@@ -64,8 +64,6 @@ def cached_features(datamodule) -> np.ndarray:
 class FeatureClassifier:
     """A scikit-learn estimator behind standardisation, trained on train+val (it has no epochs to select)."""
 
-    trainable_by_lightning = False
-
     def __init__(self, estimator, classes: list[str], name: str = "classical"):
         self.pipeline = make_pipeline(StandardScaler(), estimator)
         self.classes, self.name = list(classes), name
