@@ -13,7 +13,7 @@ from emotion_lightning.data.datamodule import DataNotFoundError, EmotionDataModu
 from test_pretrained import TINY
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks", "experiment"]
+GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks", "robustness", "augment", "experiment"]
 
 
 def options(group: str) -> list[str]:
@@ -78,3 +78,33 @@ def test_missing_data_says_where_to_put_it(compose_train, tmp_path):
     datamodule = instantiate(cfg.data, split=instantiate(cfg.split))
     with pytest.raises(DataNotFoundError, match=r"ravdess: expected under .*nothing-here/ravdess .*zenodo"):
         datamodule.setup()
+
+
+@pytest.mark.parametrize("condition", options("robustness"))
+def test_every_condition_degrades_a_clip_and_names_itself(condition, compose_train):
+    import numpy as np
+
+    from emotion_lightning.robustness import ClipContext
+
+    cfg = compose_train([f"robustness={condition}"])
+    chain = instantiate(cfg.robustness.chain)
+    clip = (0.1 * np.sin(np.arange(16000) * 0.05) + 0.01 * np.random.default_rng(0).standard_normal(16000))
+    clip = clip.astype(np.float32)
+    others = lambda rng, count: [np.roll(clip, 100 * i) for i in range(1, count + 1)]  # noqa: E731
+    out = chain(clip, np.random.default_rng(0), ClipContext(16000, others))
+    assert out.shape == clip.shape and np.isfinite(out).all()
+    assert np.array_equal(out, clip) == (condition == "clean")
+    assert (cfg.robustness.snr_db is not None) == (condition.startswith("noise") or condition == "combined")
+
+
+@pytest.mark.parametrize("augment", options("augment"))
+def test_every_augmentation_preset_applies_to_the_resnet(augment, compose_train):
+    from emotion_lightning.train import augment_model
+
+    cfg = compose_train([f"augment={augment}"])
+    model = instantiate(cfg.model)
+    augment_model(model, cfg.augment)
+    assert cfg.augment.name == augment
+    assert (model.spec_augment is not None) == (augment in ("specaugment", "full"))
+    assert (model.mixup_alpha > 0) == (augment == "mixup")
+    assert (cfg.augment.waveform is not None) == (augment in ("waveform", "full"))
