@@ -6,6 +6,7 @@ import traceback
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from emotion_lightning.atomic import write_text
 from emotion_lightning.run_info import config_choices
@@ -27,16 +28,22 @@ def record_failure(run_dir: str | Path, error: BaseException) -> Path:
     return path
 
 
-def _overrides_of(run_dir: Path) -> list[str]:
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        return []
-    return [line[2:].strip() for line in saved.read_text().splitlines() if line.startswith("- ")]
+def _saved_job(run_dir: Path) -> dict:
+    """What Hydra saved in RUN_DIR/.hydra: the overrides, the config choices (model, data, ...) and the seed."""
+    saved = run_dir / ".hydra"
+    if not (saved / "hydra.yaml").is_file():
+        return {}
+    hydra_config = OmegaConf.load(saved / "hydra.yaml").hydra
+    choices = {group: str(option) for group, option in hydra_config.runtime.choices.items()
+               if not group.startswith("hydra/") and option is not None}
+    seed = OmegaConf.load(saved / "config.yaml").get("seed") if (saved / "config.yaml").is_file() else None
+    return {"overrides": list(hydra_config.overrides.task), "choices": choices, "seed": seed}
 
 
 def read_unfinished(folder: str | Path) -> pd.DataFrame:
     """One row per job under `folder` without metrics.json: `failed` (its failure.json says why) or
-    `no result` (a Hydra run dir holding neither file: still running, or killed)."""
+    `no result` (a Hydra run dir holding neither file: still running, or killed); with the job's config
+    choices, seed and overrides as Hydra saved them."""
     folder = Path(folder)
     run_dirs = {path.parent.parent for path in folder.rglob(".hydra/config.yaml")}
     run_dirs |= {path.parent for path in folder.rglob(FAILURE_FILE)}
@@ -45,11 +52,13 @@ def read_unfinished(folder: str | Path) -> pd.DataFrame:
         if (run_dir / "metrics.json").is_file():
             continue  # finished; a failure.json beside it is from an earlier, resumed attempt
         failure = run_dir / FAILURE_FILE
+        job = _saved_job(run_dir)
         if failure.is_file():
-            record = json.loads(failure.read_text())
-            rows.append({"run_dir": str(run_dir), "status": "failed", "error": record["error"],
-                         "overrides": " ".join(record.get("overrides", []))})
+            job |= json.loads(failure.read_text())
+            status, error = "failed", job["error"]
         else:
-            rows.append({"run_dir": str(run_dir), "status": "no result", "error": "no metrics.json or failure.json",
-                         "overrides": " ".join(_overrides_of(run_dir))})
-    return pd.DataFrame(rows, columns=["run_dir", "status", "error", "overrides"])
+            status, error = "no result", "no metrics.json or failure.json"
+        rows.append({**job.get("choices", {}), "seed": job.get("seed"), "run_dir": str(run_dir), "status": status,
+                     "error": error, "overrides": " ".join(job.get("overrides", []))})
+    return pd.DataFrame(rows, columns=["run_dir", "status", "error", "overrides"] + (
+        sorted({key for row in rows for key in row} - {"run_dir", "status", "error", "overrides"}) if rows else []))

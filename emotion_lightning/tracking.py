@@ -1,5 +1,5 @@
 """Experiment loggers of a job (CSV, TensorBoard, W&B): built from `logger` configs, given the run's config
-and, for W&B, metrics.json as run summary and files; W&B runs closed per job, so jobs sharing a process
+and, for W&B, metrics.json as run summary and as an artifact with the result files; W&B runs closed per job, so jobs sharing a process
 (sequential or pooled sweep workers) never log into one run."""
 
 import sys
@@ -27,12 +27,17 @@ def log_report(loggers: list[Logger], report: dict, run_dir: Path) -> None:
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
+        import wandb
+
         run = logger.experiment
         run.summary.update({key: report[key] for key in SUMMARY_KEYS if key in report})
         run.summary.update({f"test_f1_{name}": scores["f1"] for name, scores in report["per_class"].items()})
+        # An artifact, not run.save: a copy of metrics.json inside the run dir would be read as a second run.
+        artifact = wandb.Artifact(f"results-{run.id}", type="results", metadata={"run_dir": str(run_dir)})
         for name in RUN_FILES:
             if (run_dir / name).is_file():
-                run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+                artifact.add_file(str(run_dir / name), name=name)
+        run.log_artifact(artifact)
 
 
 def finish_wandb(failed: bool) -> None:
