@@ -37,7 +37,7 @@ def plot_grouped_bars(table, path: str | Path, ylabel: str, title: str = "") -> 
     values = table.to_numpy(dtype=float)
     rows, columns = values.shape
     width = 0.8 / max(rows, 1)
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.35 * rows * columns + 2), 4.0))
+    figure, axes = plt.subplots(figsize=(min(14.0, max(6.0, 0.2 * rows * columns + 4)), 4.0))
     for index, (label, heights) in enumerate(zip(table.index, values)):
         axes.bar(np.arange(columns) + (index - (rows - 1) / 2) * width, np.nan_to_num(heights), width, label=str(label))
     axes.set_xticks(range(columns), [str(c) for c in table.columns], rotation=30, ha="right")
