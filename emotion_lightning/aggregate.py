@@ -2,8 +2,9 @@
 
     python -m emotion_lightning.aggregate outputs/multiruns/2026-...   [--out DIR]
 
-Writes aggregate.json and aggregate.md (and cross_corpus.md when runs train and test on different
-corpora) into the folder, or into --out.
+Writes aggregate.json and aggregate.md into the folder, or into --out; also cross_corpus.md when runs
+train and test on different corpora, robustness.md when runs test under several conditions, and
+ua_vs_snr.png when they sweep the SNR of a noise condition.
 """
 
 import argparse
@@ -15,10 +16,13 @@ import numpy as np
 import pandas as pd
 
 from emotion_lightning.atomic import write_text
+from emotion_lightning.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
 METRICS = ("test_ua", "test_wa", "test_macro_f1")
-GROUP_BY = ["model", "data", "split"]
+GROUP_BY = ["model", "augment", "data", "split", "condition"]
+# Runs written before conditions existed were trained without augmentation and tested clean.
+DEFAULTS = {"augment": "none", "condition": "clean"}
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -43,7 +47,8 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
             continue
         rows.append({
             "run_dir": str(path.parent),
-            **{key: metrics.get(key) for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds"]},
+            **{key: metrics.get(key, DEFAULTS.get(key))
+               for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds", "snr_db"]},
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
         })
@@ -57,8 +62,9 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
     summary = []
     for key, group in runs.groupby(GROUP_BY, sort=True, dropna=False):
         params = group["params"].iloc[0]
+        seconds = group["train_seconds"].dropna().astype(float)  # evaluations of a checkpoint do not train
         entry = {**dict(zip(GROUP_BY, key)), "runs": len(group), "params": None if pd.isna(params) else int(params),
-                 "train_seconds": float(group["train_seconds"].astype(float).mean())}
+                 "train_seconds": float(seconds.mean()) if len(seconds) else None}
         for metric in METRICS:
             values = group[metric].astype(float).to_numpy()
             low, high = bootstrap_ci(values)
@@ -69,15 +75,17 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    lines = ["| model | data | split | params | runs | UA mean ± sd [95% CI] | WA mean ± sd | macro-F1 mean ± sd "
-             "| train time |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | augment | data | split | condition | params | runs | UA mean ± sd [95% CI] | WA mean ± sd "
+             "| macro-F1 mean ± sd | train time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in summary:
         ua, wa, f1 = (entry[m] for m in METRICS)
         params = f"{entry['params']:,}" if entry["params"] is not None else ""
-        lines.append(f"| {entry['model']} | {entry['data']} | {entry['split']} | {params} | {entry['runs']} | "
+        seconds = f"{entry['train_seconds']:.0f} s" if entry["train_seconds"] is not None else ""
+        lines.append(f"| {entry['model']} | {entry['augment']} | {entry['data']} | {entry['split']} | "
+                     f"{entry['condition']} | {params} | {entry['runs']} | "
                      f"{ua['mean']:.3f} ± {ua['sd']:.3f} [{ua['ci95'][0]:.3f}, {ua['ci95'][1]:.3f}] | "
                      f"{wa['mean']:.3f} ± {wa['sd']:.3f} | {f1['mean']:.3f} ± {f1['sd']:.3f} | "
-                     f"{entry['train_seconds']:.0f} s |")
+                     f"{seconds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +95,28 @@ def cross_corpus_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
     if crossing.empty:
         return None
     return crossing.pivot_table(index="train_corpora", columns="test_corpora", values="test_ua", aggfunc="mean")
+
+
+def model_labels(runs: pd.DataFrame) -> pd.Series:
+    """The model name, with its training augmentation when it had one ("resnet + full")."""
+    return runs["model"].where(runs["augment"] == "none", runs["model"] + " + " + runs["augment"])
+
+
+def robustness_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean test UA per model (and augmentation) under each condition, clean first: the seeds' robustness
+    table. None unless the runs cover more than one condition."""
+    if runs["condition"].nunique() < 2:
+        return None
+    matrix = runs.assign(model=model_labels(runs)).pivot_table(index="model", columns="condition", values="test_ua", aggfunc="mean")
+    ordered = sorted(matrix.columns, key=lambda condition: (condition != "clean", condition))
+    return matrix[ordered]
+
+
+def markdown_matrix(matrix: pd.DataFrame, corner: str) -> str:
+    header = f"| {corner} | " + " | ".join(matrix.columns) + " |"
+    rows = [f"| {name} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in values) + " |"
+            for name, values in zip(matrix.index, matrix.to_numpy())]
+    return "\n".join([header, "|---" * (len(matrix.columns) + 1) + "|", *rows]) + "\n"
 
 
 def main(argv=None) -> None:
@@ -104,13 +134,21 @@ def main(argv=None) -> None:
     print(table)
     matrix = cross_corpus_matrix(runs)
     if matrix is not None:
-        header = "| train \\ test | " + " | ".join(matrix.columns) + " |"
-        rows = [f"| {train} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in values) + " |"
-                for train, values in zip(matrix.index, matrix.to_numpy())]
-        text = "Mean test UA\n\n" + "\n".join([header, "|---" * (len(matrix.columns) + 1) + "|", *rows]) + "\n"
+        text = "Mean test UA\n\n" + markdown_matrix(matrix, "train \\ test")
         write_text(out / "cross_corpus.md", text)
         print(text)
-
+    matrix = robustness_matrix(runs)
+    if matrix is not None:
+        text = "Mean test UA under each condition\n\n" + markdown_matrix(matrix, "model \\ condition")
+        write_text(out / "robustness.md", text)
+        print(text)
+    noisy = runs[runs["snr_db"].notna()]
+    if not noisy.empty:
+        # One line per model and noise kind: the condition label without its SNR ("noise_white").
+        kinds = noisy["condition"].str.replace(r"_?-?[\d.]+dB", "", regex=True)
+        clean = runs[runs["condition"] == "clean"].assign(model=model_labels).groupby("model")["test_ua"].mean()
+        plot_ua_vs_snr(model_labels(noisy) + ", " + kinds, noisy["snr_db"].astype(float), noisy["test_ua"].astype(float),
+                       clean.to_dict(), out / "ua_vs_snr.png")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ import emotion_lightning  # noqa: F401  (registers the `len` resolver used by th
 from emotion_lightning.evaluation import save_report, test_report
 from emotion_lightning.module import EmotionClassifier
 from emotion_lightning.run_info import config_choices, library_versions
-from emotion_lightning.train import prepare_data
+from emotion_lightning.train import condition_facts, prepare_data
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": trained.get("model", {}).get("name", "model"),
         "params": model.num_parameters, "data": choices.get("data", "custom"),
         "split": choices.get("split", type(datamodule.split).__name__), "seed": cfg.seed,
+        **condition_facts(cfg), "augment": trained.get("augment", {}).get("name", "none"),
         "trained_on": {"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
                        "seed": trained.get("seed")},
         "choices": choices, "versions": library_versions(),

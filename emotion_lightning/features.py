@@ -2,7 +2,7 @@
 
 import torch
 from torch import nn
-from torchaudio.transforms import MelSpectrogram
+from torchaudio.transforms import FrequencyMasking, MelSpectrogram, TimeMasking
 
 
 class LogMelFrontend(nn.Module):
@@ -25,3 +25,19 @@ class LogMelFrontend(nn.Module):
             mean = log_mel.mean(dim=(-2, -1), keepdim=True)
             std = log_mel.std(dim=(-2, -1), keepdim=True)
             return ((log_mel - mean) / (std + 1e-5)).unsqueeze(1)
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment's masking (Park et al., 2019) on a (batch, 1, mels, frames) log-mel batch, in training only:
+    `freq_masks` bands of up to `freq_width` mels and `time_masks` spans of up to `time_width` frames, drawn
+    independently per clip, set to 0 (the mean of a standardised log-mel)."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2, time_width: int = 10):
+        super().__init__()
+        self.masks = nn.Sequential(*[FrequencyMasking(freq_width, iid_masks=True) for _ in range(freq_masks)],
+                                   *[TimeMasking(time_width, iid_masks=True) for _ in range(time_masks)])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 4:
+            raise ValueError(f"SpecAugment expects (batch, 1, mels, frames) log-mels, got shape {tuple(features.shape)}")
+        return self.masks(features) if self.training else features

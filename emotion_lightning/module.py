@@ -48,6 +48,18 @@ class EmotionClassifier(L.LightningModule):
         self._test_predictions: list[torch.Tensor] = []
         self.test_results: dict | None = None
         self.trainable = True  # an ensemble of trained checkpoints is only tested
+        # Training-only augmentation on features and labels (see set_augmentation); none by default.
+        self.spec_augment: nn.Module | None = None
+        self.mixup_alpha = 0.0
+
+    def set_augmentation(self, spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0) -> None:
+        """SpecAugment on the front-end's log-mels and mixup of waveform pairs, in training steps only."""
+        if spec_augment is not None and isinstance(self.frontend, nn.Identity):
+            raise ValueError(f"augment.spec_augment masks log-mels, but model {self.name!r} has no log-mel front-end "
+                             "(it reads the waveform); use augment=waveform or augment=mixup for it")
+        if mixup_alpha < 0:
+            raise ValueError(f"augment.mixup_alpha={mixup_alpha} must be >= 0 (0 turns mixup off)")
+        self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
 
     def set_class_weights(self, weights: torch.Tensor) -> None:
         if self.class_weighting == "balanced":
@@ -65,7 +77,18 @@ class EmotionClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_index):
         waveform, labels = batch
-        loss = self._loss(self(waveform), labels)
+        mix, partner = 1.0, None
+        if self.mixup_alpha > 0:  # mixup (Zhang et al., 2018): blend pairs of clips and their targets alike
+            mix = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+            partner = torch.randperm(len(labels), device=labels.device)
+            waveform = mix * waveform + (1 - mix) * waveform[partner]
+        features = self.frontend(waveform)
+        if self.spec_augment is not None:
+            features = self.spec_augment(features)
+        logits = self.network(features)
+        loss = self._loss(logits, labels)
+        if partner is not None:
+            loss = mix * loss + (1 - mix) * self._loss(logits, labels[partner])
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 

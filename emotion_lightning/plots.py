@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs happen on headless machines
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from emotion_lightning.atomic import atomic_path
 
@@ -26,6 +27,29 @@ def plot_confusion_matrix(confusion, classes: list[str], path: str | Path, title
     axes.set_ylabel("true")
     axes.set_title(title)
     figure.colorbar(image, ax=axes, fraction=0.046, label="recall")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+
+
+def plot_ua_vs_snr(series, snr_db, ua, clean_ua: dict[str, float], path: str | Path) -> None:
+    """Mean test UA against SNR, one line per series name (model and noise kind), with each model's clean
+    UA as a dashed line of the same colour: how fast accuracy falls as noise rises."""
+    table = pd.DataFrame({"series": list(series), "snr_db": list(snr_db), "ua": list(ua)})
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    colours = {}
+    for name, points in table.groupby("series"):
+        mean = points.groupby("snr_db")["ua"].mean()
+        line, = axes.plot(mean.index, mean.to_numpy(), marker="o", label=name)
+        colours.setdefault(name.split(", ")[0], line.get_color())
+    for model, value in clean_ua.items():
+        if model in colours:
+            axes.axhline(value, linestyle="--", linewidth=1, color=colours[model], label=f"{model}, clean")
+    axes.set_xlabel("SNR (dB)")
+    axes.set_ylabel("test UA")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")

@@ -30,9 +30,25 @@ def best_epoch(checkpoint_path: str) -> int | None:
     return int(torch.load(checkpoint_path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
+def condition_facts(cfg: DictConfig) -> dict:
+    """How the test audio was degraded (`robustness`) and the training audio augmented (`augment`)."""
+    robustness, augment = cfg.get("robustness") or {}, cfg.get("augment") or {}
+    return {"condition": robustness.get("label", "clean"), "snr_db": robustness.get("snr_db"),
+            "augment": augment.get("name", "none")}
+
+
 def prepare_data(cfg: DictConfig, **overrides):
-    """The DataModule, set up: a missing corpus or an impossible split fails here, before any model."""
-    datamodule = instantiate(cfg.data, split=instantiate(cfg.split), **overrides)
+    """The DataModule, set up: a missing corpus or an impossible split fails here, before any model.
+
+    The robustness condition degrades the test clips; augmentation's waveform transforms the training clips.
+    """
+    robustness, augment = cfg.get("robustness"), cfg.get("augment")
+    transforms = {
+        "test_transform": instantiate(robustness.chain) if robustness else None,
+        "test_transform_seed": robustness.seed if robustness else 0,
+        "train_transform": instantiate(augment.waveform) if augment and augment.waveform else None,
+    }
+    datamodule = instantiate(cfg.data, split=instantiate(cfg.split), **transforms, **overrides)
     datamodule.setup("fit")
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
     write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
@@ -71,12 +87,24 @@ def fit_and_test_classical(model, datamodule) -> dict:
     return {"train_seconds": round(time.perf_counter() - start, 2)}
 
 
+def augment_model(model, augment: DictConfig | None) -> None:
+    """Hand SpecAugment and mixup to a trainable deep model; refuse augmentation where it cannot apply."""
+    if not augment or augment.get("name", "none") == "none":
+        return
+    if isinstance(model, FeatureClassifier) or not model.trainable:
+        raise ValueError(f"augment={augment.name} needs a model trained by gradient descent; "
+                         f"{type(model).__name__} is fitted on clean features (use augment=none)")
+    spec_augment = instantiate(augment.spec_augment) if augment.get("spec_augment") else None
+    model.set_augmentation(spec_augment, augment.get("mixup_alpha", 0.0))
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and test the configured model; write metrics.json and plots to the run dir."""
     L.seed_everything(cfg.seed, workers=True)
     choices = config_choices()
     datamodule = prepare_data(cfg)
     model = instantiate(cfg.model)
+    augment_model(model, cfg.get("augment"))
     loggers = build_loggers(cfg, OmegaConf.to_container(cfg, resolve=True))
     if isinstance(model, FeatureClassifier):
         fit_facts = fit_and_test_classical(model, datamodule)
@@ -86,7 +114,7 @@ def train(cfg: DictConfig) -> dict:
         **test_report(model, datamodule),
         "model": choices.get("model", model.name), "params": model.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
-        "seed": cfg.seed, **fit_facts,
+        "seed": cfg.seed, **condition_facts(cfg), **fit_facts,
         "skipped_files": len(datamodule.skipped), "choices": choices, "versions": library_versions(),
     }
     save_report(Path(cfg.paths.output_dir), report)

@@ -123,3 +123,44 @@ def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, t
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"] == "ensemble" and metrics["params"] == 2 * 174_840
     assert metrics["best_epoch"] is None and sum(map(sum, metrics["confusion_matrix"])) == 15
+
+
+def test_eval_sweep_over_conditions_gives_the_robustness_table_and_snr_plot(fixture_run, data_dir, tmp_path):
+    from emotion_lightning.aggregate import main as aggregate_main
+
+    best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
+    common = [f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+              "seed=1"]
+    for name, sweep in (("conditions", "robustness=clean,volume,sampling"), ("snr", "robustness=noise")):
+        extra = ["robustness.snr_db=0,30"] if name == "snr" else []
+        result = run_eval("-m", *common, sweep, *extra, f"hydra.sweep.dir={tmp_path}/{name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    runs = {json.loads(p.read_text())["condition"]: json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")}
+    assert sorted(runs) == ["clean", "gain_20dB", "noise_white_0dB", "noise_white_30dB", "resample_8000Hz"]
+    assert runs["clean"]["test_ua"] == pytest.approx(json.loads((fixture_run / "metrics.json").read_text())["test_ua"])
+    assert runs["noise_white_0dB"]["snr_db"] == 0 and runs["clean"]["snr_db"] is None
+    assert all(run["augment"] == "none" for run in runs.values())
+    # 0 dB white noise buries the fixture's tones far more than 30 dB does
+    assert runs["noise_white_0dB"]["test_ua"] < runs["noise_white_30dB"]["test_ua"]
+
+    aggregate_main([str(tmp_path)])
+    table = (tmp_path / "robustness.md").read_text().splitlines()
+    header = [cell.strip() for cell in table[2].split("|")[1:-1]]
+    assert header[0] == "model \\ condition" and header[1] == "clean" and len(header) == 6
+    values = [cell.strip() for cell in table[4].split("|")[1:-1]]
+    assert values[0] == "resnet"
+    assert dict(zip(header[1:], map(float, values[1:]))) == {
+        condition: pytest.approx(run["test_ua"], abs=1e-3) for condition, run in runs.items()}
+    assert (tmp_path / "ua_vs_snr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_with_augmentation_records_it(data_dir, fixture_run, tmp_path):
+    result = run_train("augment=full", "augment.mixup_alpha=0.2", "trainer.max_epochs=1", "data.batch_size=16",
+                       f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+                       f"hydra.run.dir={tmp_path}", "seed=1", "logger=none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["augment"], metrics["condition"], metrics["epochs_run"]) == ("full", "clean", 1)
+    refused = run_train("model=svm", "augment=waveform", f"paths.data_dir={data_dir}",
+                        f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}/svm")
+    assert refused.returncode != 0 and "augment=waveform needs a model trained by gradient descent" in refused.stderr

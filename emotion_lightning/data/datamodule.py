@@ -13,6 +13,7 @@ from emotion_lightning.data.corpora import Corpus
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
 from emotion_lightning.data.waveform_cache import WaveformCache
+from emotion_lightning.robustness import Chain, ClipContext
 
 log = logging.getLogger(__name__)
 
@@ -23,38 +24,64 @@ class DataNotFoundError(FileNotFoundError):
 
 class ClipDataset(Dataset):
     """Fixed-length clips sliced from the waveform cache: a random crop for training, the centre for
-    evaluation, zero padding (at the end) for clips shorter than `num_samples`."""
+    evaluation, zero padding (at the end) for clips shorter than `num_samples`.
+
+    `transform` (a robustness.Chain) degrades each clip after cropping. With `transform_seed` set (test
+    conditions), clip i always gets the same degradation; without it (augmentation), draws come from
+    torch's global generator, so they follow `seed` and resume exactly from a checkpoint.
+    """
 
     def __init__(self, cache: WaveformCache, cache_rows: np.ndarray, labels: np.ndarray, num_samples: int,
-                 random_crop: bool):
+                 random_crop: bool, transform: Chain | None = None, transform_seed: int | None = None):
         self.cache, self.cache_rows, self.labels = cache, cache_rows, labels
         self.num_samples, self.random_crop = num_samples, random_crop
+        self.transform, self.transform_seed = transform, transform_seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        waveform = self.cache[self.cache_rows[index]]
+    def crop(self, waveform: np.ndarray, random_crop: bool, rng: np.random.Generator | None = None) -> np.ndarray:
         excess = len(waveform) - self.num_samples
-        clip = torch.zeros(self.num_samples)
-        if excess >= 0:
-            start = int(torch.randint(excess + 1, ())) if self.random_crop else excess // 2
-            clip.copy_(torch.from_numpy(waveform[start:start + self.num_samples]))
+        if excess < 0:
+            return np.pad(waveform, (0, -excess))
+        if not random_crop:
+            start = excess // 2
+        elif rng is not None:
+            start = int(rng.integers(excess + 1))
         else:
-            clip[:len(waveform)] = torch.from_numpy(waveform)
-        return clip, int(self.labels[index])
+            start = int(torch.randint(excess + 1, ()))
+        return np.array(waveform[start:start + self.num_samples])
+
+    def other_clips(self, index: int, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+        """`count` random crops of other clips of this dataset (the voices of babble noise)."""
+        others = np.delete(np.arange(len(self)), index)
+        chosen = rng.choice(others, size=min(count, len(others)), replace=False)
+        return [self.crop(self.cache[self.cache_rows[i]], random_crop=True, rng=rng) for i in chosen]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        clip = self.crop(self.cache[self.cache_rows[index]], self.random_crop)
+        if self.transform:
+            seed = (self.transform_seed, int(self.cache_rows[index])) if self.transform_seed is not None \
+                else int(torch.randint(2**62, ()))
+            rng = np.random.default_rng(seed)
+            context = ClipContext(self.cache.sample_rate, lambda r, n: self.other_clips(index, r, n))
+            clip = self.transform(clip, rng, context)
+        return torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)), int(self.labels[index])
 
 
 class EmotionDataModule(L.LightningDataModule):
     """Clips of one or more corpora, labelled with the unified taxonomy and split by a protocol.
 
     `corpora` maps a name to a Corpus (see conf/corpus/); `include` keeps a subset of them; `classes`
-    lists the label set (its order is the model's output order).
+    lists the label set (its order is the model's output order). `train_transform` augments training clips;
+    `test_transform` is the robustness condition of the test clips, seeded per clip by `test_transform_seed`
+    (validation stays clean: model selection does not see the condition).
     """
 
     def __init__(self, corpora: dict[str, Corpus], classes: list[str], split, sample_rate: int = 16000,
                  clip_seconds: float = 3.0, batch_size: int = 32, num_workers: int = 0,
-                 cache_dir: str = "cache", include: list[str] | None = None):
+                 cache_dir: str = "cache", include: list[str] | None = None, train_transform: Chain | None = None,
+                 test_transform: Chain | None = None, test_transform_seed: int = 0):
         super().__init__()
         unknown = sorted(set(include or []) - set(corpora))
         if unknown:
@@ -65,6 +92,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.sample_rate, self.num_samples = sample_rate, int(round(clip_seconds * sample_rate))
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_dir = Path(cache_dir)
+        self.transforms = {"train": (train_transform, None), "test": (test_transform, test_transform_seed)}
         self.manifest: pd.DataFrame | None = None
         self.datasets: dict[str, ClipDataset] = {}
 
@@ -105,8 +133,10 @@ class EmotionDataModule(L.LightningDataModule):
             selected = assignment == part
             if not selected.any():
                 raise ValueError(f"split leaves no {part} clips; check the split settings")
+            transform, transform_seed = self.transforms.get(part, (None, None))
             self.datasets[part] = ClipDataset(cache, cache_rows[selected], labels[selected], self.num_samples,
-                                              random_crop=part == "train")
+                                              random_crop=part == "train", transform=transform,
+                                              transform_seed=transform_seed)
         self._check_test_classes(manifest, assignment)
         self.manifest, self.assignment, self.skipped, self.cache = manifest, assignment, skipped, cache
 
