@@ -4,8 +4,8 @@
 
 Gathers every metrics.json under the folders (and every failed or unfinished job, listed as such) and
 writes into --out (default FIRST_FOLDER/report): report.md; runs.csv (one row per job), summary.csv (mean, sd
-and 95% CI per configuration), per_emotion_f1.csv, and per_dataset.csv / cross_corpus.csv when runs test
-several corpora or cross them; figures/*.png (confusion matrices summed over each configuration's runs,
+and 95% CI per configuration), per_emotion_f1.csv, and per_dataset.csv / cross_corpus.csv / robustness.csv when
+runs test several corpora, cross them or test under several conditions; figures/*.png (confusion matrices summed over each configuration's runs,
 per-emotion F1 bars, UA under each condition); report.html with the tables and the figures embedded.
 """
 
@@ -182,13 +182,14 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
         for name, heading in (("per_dataset", "Per test corpus (mean WA and UA)"),
                               ("cross_corpus", "Cross-corpus: mean test UA, train corpora x test corpora")):
             if tables[name] is not None:
-                markdown_parts += [f"## {heading}\n", markdown(tables[name], index=True)]
+                markdown_parts += [f"## {heading}\n", aggregate.markdown_matrix(tables[name], "train \\ test")
+                                   if name == "cross_corpus" else markdown(tables[name], index=True)]
                 html_sections.append((heading, html_table(tables[name], index=True)))
         markdown_parts += ["## Per-emotion test F1 (mean over runs)\n", markdown(tables["per_emotion_f1"], index=True)]
         html_sections.append(("Per-emotion test F1 (mean over runs)", html_table(tables["per_emotion_f1"], index=True)
                               + embedded_image(_figure(out, "per_emotion_f1", plot_grouped_bars,
                                                        tables["per_emotion_f1"], "test F1"))))
-        html_sections += _condition_sections(runs, out, tables)
+        html_sections += _condition_sections(runs, out, tables, markdown_parts)
         html_sections.append(("Confusion matrices (summed over each configuration's runs; rows true)",
                               "".join(embedded_image(_confusion_figure(out, i, label, *confusion))
                                       for i, (label, confusion) in enumerate(summed_confusions(runs, metrics).items()))))
@@ -201,7 +202,7 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
 
     for name, table in tables.items():
         if table is not None:
-            write_text(out / f"{name}.csv", table.to_csv(index=name in ("per_emotion_f1", "per_dataset", "cross_corpus")))
+            write_text(out / f"{name}.csv", table.to_csv(index=name in ("per_emotion_f1", "per_dataset", "cross_corpus", "robustness")))
     write_text(out / "report.md", "\n".join(markdown_parts))
     write_text(out / "report.html", html_page(f"Report: {title}", html_sections))
     log.info("report of %s -> %s (%s)", title, out, finished_note)
@@ -220,14 +221,16 @@ def _confusion_figure(out: Path, index: int, label: str, confusion: np.ndarray, 
     return path
 
 
-def _condition_sections(runs: pd.DataFrame, out: Path, tables: dict) -> list[tuple[str, str]]:
-    """Mean test UA per model under each test condition, when the runs have conditions."""
-    if "condition" not in runs or runs["condition"].nunique() < 2:
+def _condition_sections(runs: pd.DataFrame, out: Path, tables: dict, markdown_parts: list) -> list:
+    """Mean test UA per model under each test condition (aggregate.robustness_matrix), when there are several."""
+    matrix = aggregate.robustness_matrix(runs)
+    if matrix is None:
         return []
-    table = runs.pivot_table(index="model", columns="condition", values="test_ua", aggfunc="mean")
-    tables["robustness"] = table
-    return [("Mean test UA under each condition", html_table(table, index=True)
-             + embedded_image(_figure(out, "ua_per_condition", plot_grouped_bars, table, "test UA")))]
+    tables["robustness"] = matrix
+    heading = "Mean test UA under each condition"
+    markdown_parts += [f"## {heading}\n", aggregate.markdown_matrix(matrix, "model")]
+    return [(heading, html_table(matrix, index=True)
+             + embedded_image(_figure(out, "ua_per_condition", plot_grouped_bars, matrix, "test UA")))]
 
 
 def main(argv=None) -> None:

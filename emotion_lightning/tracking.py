@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
 SUMMARY_KEYS = ("test_ua", "test_wa", "test_macro_f1", "params", "train_seconds", "best_epoch", "epochs_run",
-                "model", "data", "split", "seed", "condition", "snr_db")
+                "model", "augment", "data", "split", "condition", "snr_db", "seed")
 RUN_FILES = ("metrics.json", "confusion_matrix.png", "split_summary.csv")
 
 

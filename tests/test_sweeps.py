@@ -13,7 +13,7 @@ import pytest
 from emotion_lightning.resolvers import job_device
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = ["model=resnet,lstm", "seed=0,1"]  # 2 models x 2 values of a second dimension: 4 jobs
+SWEEP = ["model=resnet,lstm", "robustness=clean,volume"]  # 2 models x 2 test conditions: 4 jobs
 
 
 def run_module(module: str, *args, env=None, timeout=600):
@@ -78,9 +78,12 @@ def test_job_device_is_round_robin_over_visible_gpus_else_cpu():
 
 def test_parallel_sweep_runs_every_combination_through_the_joblib_launcher(tiny_sweep):
     sweep, _ = tiny_sweep
-    jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
-    assert jobs == ["0_resnet_ravdess_speaker_independent_seed0", "1_resnet_ravdess_speaker_independent_seed1",
-                    "2_lstm_ravdess_speaker_independent_seed0", "3_lstm_ravdess_speaker_independent_seed1"]
+    jobs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert {(name, m["model"], m["choices"]["robustness"], m["condition"]) for name, m in jobs.items()} == {
+        ("0_resnet_ravdess_speaker_independent_seed0", "resnet", "clean", "clean"),
+        ("1_resnet_ravdess_speaker_independent_seed0", "resnet", "volume", "gain_20dB"),
+        ("2_lstm_ravdess_speaker_independent_seed0", "lstm", "clean", "clean"),
+        ("3_lstm_ravdess_speaker_independent_seed0", "lstm", "volume", "gain_20dB")}
     assert "JoblibLauncher" in (sweep / "multirun.yaml").read_text()
 
 
@@ -90,20 +93,24 @@ def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_swe
     assert len(jobs) == 4 and set(jobs["status"]) == {"ok"}
     for row in jobs.itertuples():
         metrics = json.loads((sweep / row.job / "metrics.json").read_text())
-        assert (row.model, row.data, row.split, row.seed) == (metrics["model"], metrics["data"], metrics["split"],
-                                                               metrics["seed"])
+        assert (row.model, row.data, row.split, row.condition, row.seed) == (
+            metrics["model"], metrics["data"], metrics["split"], metrics["condition"], metrics["seed"])
         assert (row.test_ua, row.test_wa, row.test_macro_f1) == pytest.approx(
             (metrics["test_ua"], metrics["test_wa"], metrics["test_macro_f1"]))
     summary = pd.read_csv(report / "summary.csv")
-    assert sorted(zip(summary["model"], summary["runs"])) == [("lstm", 2), ("resnet", 2)]
-    resnet = jobs[jobs["model"] == "resnet"]
-    assert summary.set_index("model").loc["resnet", "test_ua_mean"] == pytest.approx(resnet["test_ua"].mean())
+    assert sorted(zip(summary["model"], summary["condition"], summary["runs"])) == [
+        ("lstm", "clean", 1), ("lstm", "gain_20dB", 1), ("resnet", "clean", 1), ("resnet", "gain_20dB", 1)]
+    robustness = pd.read_csv(report / "robustness.csv", index_col=0)
+    assert list(robustness.columns) == ["clean", "gain_20dB"] and sorted(robustness.index) == ["lstm", "resnet"]
+    for row in jobs.itertuples():
+        assert robustness.loc[row.model, row.condition] == pytest.approx(row.test_ua)
     f1 = pd.read_csv(report / "per_emotion_f1.csv", index_col=0)
-    assert f1.shape == (2, 8)
+    assert f1.shape == (4, 8)
     markdown = (report / "report.md").read_text()
-    assert markdown.count("| ok |") == 4 and "| resnet | ravdess | speaker_independent | 174,840 | 2 |" in markdown
+    assert markdown.count("| ok |") == 4 and "## Mean test UA under each condition" in markdown
     page = (report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 1 + 2  # per-emotion F1 bars + a confusion matrix per model
+    # per-emotion F1 bars, UA per condition, a confusion matrix per configuration (model x condition)
+    assert page.count("data:image/png;base64,") == 1 + 1 + 4
     assert "src='http" not in page and "<link" not in page  # self-contained: nothing fetched
 
 
@@ -115,9 +122,10 @@ def test_wandb_offline_runs_are_named_tagged_grouped_and_carry_metrics(tiny_swee
         records = wandb_records(run_file)
         (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         job_name = metrics_path.parent.name.split("_", 1)[1]
-        assert run.display_name == job_name and run.run_group == "tiny_sweep" and run.project == "emotion-lightning"
+        condition = metrics["choices"]["robustness"]  # the option's name (metrics' condition is its label)
+        assert run.display_name == f"{job_name}_{condition}" and run.run_group == "tiny_sweep" and run.project == "emotion-lightning"
         assert set(run.tags) == {f"model:{metrics['model']}", "data:ravdess", "split:speaker_independent",
-                                 f"seed:{metrics['seed']}"}
+                                 f"condition:{condition}", "augment:none", f"seed:{metrics['seed']}"}
         summary = {item.key: item.value_json for r in records if r.WhichOneof("record_type") == "summary"
                    for item in r.summary.update}
         assert json.loads(summary["test_ua"]) == pytest.approx(metrics["test_ua"])
