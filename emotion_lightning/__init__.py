@@ -6,4 +6,8 @@ from omegaconf import OmegaConf
 if not OmegaConf.has_resolver("len"):
     OmegaConf.register_new_resolver("len", lambda items: len(items))
 
+from emotion_lightning import resolvers  # noqa: E402
+
+resolvers.register()
+
 __version__ = "0.1.0"

@@ -16,7 +16,9 @@ from emotion_lightning.classical import FeatureClassifier
 from emotion_lightning.checkpointing import AtomicCheckpointIO, resume_checkpoint
 from emotion_lightning.data import splits
 from emotion_lightning.evaluation import save_report, test_report
+from emotion_lightning.failures import record_failure
 from emotion_lightning.run_info import config_choices, library_versions
+from emotion_lightning.tracking import build_loggers, finish_wandb, log_report
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,12 @@ def prepare_data(cfg: DictConfig, **overrides):
     return datamodule
 
 
-def fit_and_test_lightning(cfg: DictConfig, model, datamodule) -> dict:
+def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list) -> dict:
     """Fit on train, select on val, test the best checkpoint; facts about the fit for metrics.json."""
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.set_class_weights(datamodule.class_weights())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
     resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     if resume_from:
@@ -104,10 +105,11 @@ def train(cfg: DictConfig) -> dict:
     datamodule = prepare_data(cfg)
     model = instantiate(cfg.model)
     augment_model(model, cfg.get("augment"))
+    loggers = build_loggers(cfg, OmegaConf.to_container(cfg, resolve=True))
     if isinstance(model, FeatureClassifier):
         fit_facts = fit_and_test_classical(model, datamodule)
     else:
-        fit_facts = fit_and_test_lightning(cfg, model, datamodule)
+        fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers)
     report = {
         **test_report(model, datamodule),
         "model": choices.get("model", model.name), "params": model.num_parameters,
@@ -116,13 +118,24 @@ def train(cfg: DictConfig) -> dict:
         "skipped_files": len(datamodule.skipped), "choices": choices, "versions": library_versions(),
     }
     save_report(Path(cfg.paths.output_dir), report)
+    log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # A failed job leaves failure.json and re-raises: Hydra's launchers still run the sweep's other jobs,
+    # then the command exits non-zero with the first error, so a sweep with a failure never looks clean.
+    failed = True
+    try:
+        report = train(cfg)
+        failed = False
+    except Exception as error:
+        log.error("job failed; recorded in %s", record_failure(cfg.paths.output_dir, error))
+        raise
+    finally:
+        finish_wandb(failed)
     # The validation score, for Hydra sweepers that optimise a value (e.g. Optuna): never tune on test.
-    report = train(cfg)
     return report.get(f"best_{cfg.monitor}") or report["test_ua"]
 
 

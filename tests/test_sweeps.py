@@ -1,0 +1,179 @@
+"""Sweeps as users launch them: a parallel multirun and its report, a failing job, W&B offline runs, DDP on CPU."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emotion_lightning.resolvers import job_device
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP = ["model=resnet,lstm", "robustness=clean,volume"]  # 2 models x 2 test conditions: 4 jobs
+
+
+def run_module(module: str, *args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def quick(data_dir: Path, cache: Path) -> list[str]:
+    return [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache}", "trainer.max_epochs=1", "data.batch_size=16"]
+
+
+def wandb_records(run_file: Path) -> list:
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: 7-byte header, 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, position, records, pending = run_file.read_bytes(), 7, [], b""
+    while position + 7 <= len(data):
+        if 32768 - position % 32768 < 7:
+            position += 32768 - position % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if kind == 0:
+            break
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+@pytest.fixture(scope="module")
+def wandb_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("wandb_home")
+    return {**os.environ, "WANDB_DATA_DIR": str(home), "WANDB_CACHE_DIR": str(home), "WANDB_CONFIG_DIR": str(home),
+            "WANDB_SILENT": "true"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(data_dir, tmp_path_factory, wandb_env):
+    """4 jobs, 2 at a time (joblib launcher), logged to CSV and offline W&B; then the report over them."""
+    sweep = tmp_path_factory.mktemp("sweeps") / "tiny_sweep"
+    result = run_module("emotion_lightning.train", "-m", "hydra/launcher=parallel", "trainer=auto", *SWEEP,
+                        "logger=[csv,wandb]", *quick(data_dir, sweep.parent / "cache"), f"hydra.sweep.dir={sweep}",
+                        env=wandb_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = run_module("emotion_lightning.report", str(sweep), "--out", str(sweep.parent / "report"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    return sweep, sweep.parent / "report"
+
+
+def test_job_device_is_round_robin_over_visible_gpus_else_cpu():
+    assert [job_device("devices", job=job, gpus=2) for job in range(5)] == [[0], [1], [0], [1], [0]]
+    assert (job_device("accelerator", job=3, gpus=1), job_device("devices", job=3, gpus=1)) == ("gpu", [0])
+    assert (job_device("accelerator", job=3, gpus=0), job_device("devices", job=3, gpus=0),
+            job_device("precision", job=3, gpus=0)) == ("cpu", 1, "32-true")
+    with pytest.raises(ValueError, match="job_device:device.*accelerator"):
+        job_device("device", job=0, gpus=0)
+
+
+def test_parallel_sweep_runs_every_combination_through_the_joblib_launcher(tiny_sweep):
+    sweep, _ = tiny_sweep
+    jobs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert {(name, m["model"], m["choices"]["robustness"], m["condition"]) for name, m in jobs.items()} == {
+        ("0_resnet_ravdess_speaker_independent_seed0", "resnet", "clean", "clean"),
+        ("1_resnet_ravdess_speaker_independent_seed0", "resnet", "volume", "gain_20dB"),
+        ("2_lstm_ravdess_speaker_independent_seed0", "lstm", "clean", "clean"),
+        ("3_lstm_ravdess_speaker_independent_seed0", "lstm", "volume", "gain_20dB")}
+    assert "JoblibLauncher" in (sweep / "multirun.yaml").read_text()
+
+
+def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_sweep):
+    sweep, report = tiny_sweep
+    jobs = pd.read_csv(report / "jobs.csv")
+    assert len(jobs) == 4 and set(jobs["status"]) == {"ok"}
+    for row in jobs.itertuples():
+        metrics = json.loads((sweep / row.job / "metrics.json").read_text())
+        assert (row.model, row.data, row.split, row.condition, row.seed) == (
+            metrics["model"], metrics["data"], metrics["split"], metrics["condition"], metrics["seed"])
+        assert (row.test_ua, row.test_wa, row.test_macro_f1) == pytest.approx(
+            (metrics["test_ua"], metrics["test_wa"], metrics["test_macro_f1"]))
+    summary = pd.read_csv(report / "summary.csv")
+    assert sorted(zip(summary["model"], summary["condition"], summary["runs"])) == [
+        ("lstm", "clean", 1), ("lstm", "gain_20dB", 1), ("resnet", "clean", 1), ("resnet", "gain_20dB", 1)]
+    robustness = pd.read_csv(report / "robustness.csv", index_col=0)
+    assert list(robustness.columns) == ["clean", "gain_20dB"] and sorted(robustness.index) == ["lstm", "resnet"]
+    for row in jobs.itertuples():
+        assert robustness.loc[row.model, row.condition] == pytest.approx(row.test_ua)
+    f1 = pd.read_csv(report / "per_emotion_f1.csv", index_col=0)
+    assert f1.shape == (4, 8)
+    markdown = (report / "report.md").read_text()
+    assert markdown.count("| ok |") == 4 and "## Mean test UA under each condition" in markdown
+    page = (report / "report.html").read_text()
+    # per-emotion F1 bars, UA per condition, a confusion matrix per configuration (model x condition)
+    assert page.count("data:image/png;base64,") == 1 + 1 + 4
+    assert "src='http" not in page and "<link" not in page  # self-contained: nothing fetched
+
+
+def test_wandb_offline_runs_are_named_tagged_grouped_and_carry_metrics(tiny_sweep):
+    sweep, _ = tiny_sweep
+    for metrics_path in sweep.glob("*/metrics.json"):
+        metrics = json.loads(metrics_path.read_text())
+        (run_file,) = metrics_path.parent.glob("wandb/offline-run-*/run-*.wandb")
+        records = wandb_records(run_file)
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        job_name = metrics_path.parent.name.split("_", 1)[1]
+        condition = metrics["choices"]["robustness"]  # the option's name (metrics' condition is its label)
+        assert run.display_name == f"{job_name}_{condition}" and run.run_group == "tiny_sweep" and run.project == "emotion-lightning"
+        assert set(run.tags) == {f"model:{metrics['model']}", "data:ravdess", "split:speaker_independent",
+                                 f"condition:{condition}", "augment:none", f"seed:{metrics['seed']}"}
+        summary = {item.key: item.value_json for r in records if r.WhichOneof("record_type") == "summary"
+                   for item in r.summary.update}
+        assert json.loads(summary["test_ua"]) == pytest.approx(metrics["test_ua"])
+        config = {item.key for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
+        assert {"model", "data", "trainer", "seed"} <= config
+        assert any(r.WhichOneof("record_type") == "artifact" for r in records)
+
+
+def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_module("emotion_lightning.train", "-m", "model=svm", "split.test_fraction=1.5,0.15",
+                        *quick(data_dir, tmp_path / "cache"), f"hydra.sweep.dir={sweep}")
+    assert result.returncode != 0  # the command says something failed ...
+    failure = json.loads((sweep / "0_svm_ravdess_speaker_independent_seed0" / "failure.json").read_text())
+    assert failure["error"].startswith("ValueError: split=speaker_independent: fractions leave no training speaker")
+    assert "Traceback" in failure["traceback"] and "split.test_fraction=1.5" in failure["overrides"]
+    assert (sweep / "1_svm_ravdess_speaker_independent_seed0" / "metrics.json").is_file()  # ... after the next job ran
+    report = run_module("emotion_lightning.report", str(sweep), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    jobs = pd.read_csv(tmp_path / "report" / "jobs.csv")
+    assert list(jobs["status"]) == ["failed", "ok"] and list(jobs["model"]) == ["svm", "svm"]
+    assert "fractions leave no training speaker" in jobs["error"][0]
+    assert "## Failed jobs" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_ddp_trains_one_job_in_two_cpu_processes(data_dir, tmp_path):
+    result = run_module("emotion_lightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                        *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output  # both ranks joined the process group
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["clips"]["test"] == 15 and sum(map(sum, metrics["confusion_matrix"])) >= 15
+    assert "breakdowns" not in metrics  # per-clip predictions are sharded across ranks: no per-speaker breakdown
+
+
+def test_launcher_and_sweeper_configs_compose(compose_train):
+    assert compose_train(["hydra/launcher=parallel"]).hydra.launcher.n_jobs == 2
+    slurm = compose_train(["hydra/launcher=slurm"]).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1
+    optuna = compose_train(["experiment=resnet_optuna"]).hydra.sweeper
+    assert optuna._target_.endswith("OptunaSweeper") and optuna.direction == "maximize"
+    assert set(optuna.params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.network.dropout",
+                                  "model.network.blocks_per_stage", "data.batch_size"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("seeds_*.yaml")), ids=lambda p: p.stem)
+def test_every_seeds_experiment_names_its_table_row_and_its_command(path):
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert "Reproduces" in header and "row" in header, path.name
+    assert f"experiment={path.stem}" in header, path.name
