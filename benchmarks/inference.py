@@ -5,9 +5,11 @@ at 16 kHz in, class probabilities out):
 - single-clip latency, p50 and p95 ms, and batch throughput, clips/s at batch 32, both on one CPU
   thread by default (torch.set_num_threads(1); onnxruntime intra_op_num_threads=1; --threads N for more:
   on a machine shared with other jobs, more threads than idle cores make both runtimes much slower);
-- peak resident memory (RSS, MB) of a process that loads the model and runs both measurements; each
-  (model, backend) runs in its own fresh process, and the ONNX Runtime one never imports torch;
+- peak resident memory (RSS, MB) of a fresh process per (model, backend) that loads it and runs a clip
+  and a batch; the ONNX Runtime one never imports torch;
 - on a GPU (--device cuda) the PyTorch latency and throughput again, and peak GPU memory.
+PyTorch and ONNX Runtime are timed in one process, alternating in short rounds, so that both see the same
+background load (this project's machines are shared): compare the ratios.
 Without --checkpoint each model is built from its config with random weights: speed and memory do not
 depend on the weights' values. With --checkpoint NAME=PATH the trained model is measured instead.
 
@@ -52,62 +54,71 @@ def build_model(name: str, checkpoint: str | None):
     return model
 
 
-def timed(call, clip_or_batch: np.ndarray, min_runs: int, seconds: float) -> list[float]:
-    """Wall times (s) of `call`, after warm-up, for at least `min_runs` runs and about `seconds` seconds."""
-    for _ in range(3):
-        call(clip_or_batch)
-    times, started = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - started < seconds:
-        start = time.perf_counter()
-        call(clip_or_batch)
-        times.append(time.perf_counter() - start)
-        if len(times) >= 1000:
-            break
-    return times
+def clips(batch: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(batch).standard_normal((batch, 48000))).astype(np.float32)
 
 
-def measure(backend, device_sync=lambda: None, seconds: float = 4.0) -> dict:
-    """p50/p95 latency of one 3 s clip; clips/s at batch 32."""
-    rng = np.random.default_rng(0)
-    clip = (0.1 * rng.standard_normal((1, 48000))).astype(np.float32)
-    batch = (0.1 * rng.standard_normal((BATCH, 48000))).astype(np.float32)
+def interleaved_times(backends: dict, batch: int, rounds: int, seconds: float, sync) -> dict[str, np.ndarray]:
+    """Wall times (s) of each backend on `batch` clips, alternating backends in short rounds so that both
+    see the same background load on a shared machine (the ratio is what this machine can measure)."""
+    inputs = clips(batch)
+    times = {name: [] for name in backends}
+    for name, backend in backends.items():  # warm-up
+        for _ in range(3):
+            backend(inputs)
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds / rounds / len(backends) or not times[name]:
+                start = time.perf_counter()
+                backend(inputs)
+                sync()
+                times[name].append(time.perf_counter() - start)
+    return {name: np.array(values) for name, values in times.items()}
 
-    def synced(x):
-        backend(x)
-        device_sync()
 
-    latency = np.array(timed(synced, clip, 30, seconds)) * 1000
-    batch_times = timed(synced, batch, 3, seconds)
-    return {"p50_ms": float(np.percentile(latency, 50)), "p95_ms": float(np.percentile(latency, 95)),
-            "runs": len(latency), "clips_per_s": BATCH / float(np.median(batch_times))}
+def speed_worker(args) -> dict:
+    """Latency (batch 1) and throughput (batch 32) of PyTorch and, on CPU, ONNX Runtime, interleaved."""
+    import torch
+
+    from emotion_lightning.predictor import OnnxBackend, TorchBackend
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.model, args.checkpoint)
+    backends = {"torch": TorchBackend(model, args.device)}
+    if args.device == "cpu":
+        backends["onnx"] = OnnxBackend(args.onnx, threads=args.threads)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    latency = interleaved_times(backends, 1, rounds=10, seconds=args.seconds, sync=sync)
+    throughput = interleaved_times(backends, BATCH, rounds=5, seconds=args.seconds, sync=sync)
+    result = {"params": model.num_parameters}
+    for name in backends:
+        result[name] = {"p50_ms": float(np.percentile(latency[name], 50) * 1000),
+                        "p95_ms": float(np.percentile(latency[name], 95) * 1000), "runs": len(latency[name]),
+                        "clips_per_s": BATCH / float(np.median(throughput[name]))}
+    if args.device == "cuda":
+        result["torch"]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["torch"]["gpu"] = torch.cuda.get_device_name()
+    return result
 
 
-def worker(args) -> dict:
-    """One (model, backend, device) in this process; prints its measurements as JSON."""
-    if args.worker == "onnx":
-        import onnxruntime
-
+def memory_worker(args) -> dict:
+    """Peak RSS of a fresh process that loads one backend and runs a clip and a batch of 32; the ONNX
+    Runtime one imports neither torch nor torchaudio."""
+    if args.worker == "memory-onnx":
         from emotion_lightning.predictor import OnnxBackend
 
-        result = measure(OnnxBackend(args.onnx, threads=args.threads))
-        result["torch_imported"] = "torch" in sys.modules
-        result["onnxruntime"] = onnxruntime.__version__
+        backend = OnnxBackend(args.onnx, threads=args.threads)
     else:
         import torch
 
         from emotion_lightning.predictor import TorchBackend
 
         torch.set_num_threads(args.threads)
-        model = build_model(args.model, args.checkpoint)
-        sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-        result = measure(TorchBackend(model, args.device), sync)
-        result["params"] = model.num_parameters
-        result["torch"] = torch.__version__
-        if args.device == "cuda":
-            result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-            result["gpu"] = torch.cuda.get_device_name()
-    result["peak_rss_mb"] = peak_rss_mb()
-    return result
+        backend = TorchBackend(build_model(args.model, args.checkpoint))
+    backend(clips(1))
+    backend(clips(BATCH))
+    return {"peak_rss_mb": peak_rss_mb(), "torch_imported": "torch" in sys.modules}
 
 
 def peak_rss_mb() -> float:
@@ -130,16 +141,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH: measure a trained checkpoint")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda adds a PyTorch GPU row")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda adds a PyTorch GPU table")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both runtimes (default 1)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per model and batch size")
     parser.add_argument("--output", help="also write the measurements as JSON here")
-    parser.add_argument("--worker", choices=["torch", "onnx"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["speed", "memory-torch", "memory-onnx"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.checkpoint = args.checkpoint[0] if args.checkpoint else None
-        print(json.dumps(worker(args)))
+        print(json.dumps(speed_worker(args) if args.worker == "speed" else memory_worker(args)))
         return
 
     from emotion_lightning.export import export_onnx
@@ -148,13 +160,17 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
-            extra = ["--threads", str(args.threads)] + (["--checkpoint", checkpoints[name]] if name in checkpoints else [])
             onnx_path = Path(folder) / f"{name}.onnx"
             export_onnx(build_model(name, checkpoints.get(name)), onnx_path)
-            rows[name] = {"torch": run_worker("--worker", "torch", "--model", name, *extra),
-                          "onnx": run_worker("--worker", "onnx", "--onnx", str(onnx_path), *extra[:2])}
+            common = ["--model", name, "--onnx", str(onnx_path), "--threads", str(args.threads),
+                      "--seconds", str(args.seconds)] + (["--checkpoint", checkpoints[name]] if name in checkpoints else [])
+            rows[name] = run_worker("--worker", "speed", *common)
+            rows[name]["torch"]["peak_rss_mb"] = run_worker("--worker", "memory-torch", *common)["peak_rss_mb"]
+            onnx_memory = run_worker("--worker", "memory-onnx", *common)
+            assert not onnx_memory["torch_imported"], "the ONNX Runtime path imported torch"
+            rows[name]["onnx"]["peak_rss_mb"] = onnx_memory["peak_rss_mb"]
             if args.device == "cuda":
-                rows[name]["torch_cuda"] = run_worker("--worker", "torch", "--model", name, "--device", "cuda", *extra)
+                rows[name]["torch_cuda"] = run_worker("--worker", "speed", *common, "--device", "cuda")["torch"]
             print(f"measured {name}", file=sys.stderr)
     print(f"{args.threads} CPU thread(s) for both runtimes; {os.cpu_count()} cores on this machine")
     print(table(rows))
@@ -168,7 +184,7 @@ def table(rows: dict) -> str:
     for name, row in rows.items():
         pt, ort = row["torch"], row["onnx"]
         lines.append(
-            f"| {name} | {pt['params']:,} | {pt['p50_ms']:.2f} / {ort['p50_ms']:.2f} ({ort['p50_ms'] / pt['p50_ms']:.2f}x) "
+            f"| {name} | {row['params']:,} | {pt['p50_ms']:.2f} / {ort['p50_ms']:.2f} ({ort['p50_ms'] / pt['p50_ms']:.2f}x) "
             f"| {pt['p95_ms']:.2f} / {ort['p95_ms']:.2f} "
             f"| {pt['clips_per_s']:.0f} / {ort['clips_per_s']:.0f} ({ort['clips_per_s'] / pt['clips_per_s']:.2f}x) "
             f"| {pt['peak_rss_mb']:.0f} / {ort['peak_rss_mb']:.0f} |")

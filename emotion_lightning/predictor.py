@@ -54,6 +54,8 @@ class OnnxBackend:
     def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0):
         import onnxruntime
 
+        if device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device={device!r}; use cpu, cuda or auto")
         providers = ["CPUExecutionProvider"]
         if device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
