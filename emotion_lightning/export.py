@@ -18,10 +18,9 @@ from torch import nn
 
 from emotion_lightning.atomic import atomic_path
 from emotion_lightning.module import EmotionClassifier
-from emotion_lightning.predictor import METADATA_KEY
+from emotion_lightning.predictor import FORMATS, METADATA_KEY, default_output
 
 log = logging.getLogger(__name__)
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
 class ProbabilityGraph(nn.Module):
@@ -44,14 +43,6 @@ def metadata(model: EmotionClassifier) -> dict:
 
 def window_samples(info: dict) -> int:
     return int(round(info["clip_seconds"] * info["sample_rate"]))
-
-
-def default_output(ckpt: str | Path, fmt: str) -> Path:
-    """Beside the checkpoint: run/checkpoints/last.ckpt -> run/checkpoints/last.onnx."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
-    ckpt = Path(ckpt)
-    return ckpt.with_name(ckpt.stem + FORMATS[fmt])
 
 
 def export_onnx(model: EmotionClassifier, output: str | Path, opset: int = 18) -> Path:
@@ -77,7 +68,7 @@ def export_torchscript(model: EmotionClassifier, output: str | Path) -> Path:
     info = metadata(model)
     graph = ProbabilityGraph(model).eval()
     with torch.no_grad():
-        traced = torch.jit.trace(graph, torch.zeros(2, window_samples(info)))
+        traced = torch.jit.trace(graph, torch.zeros(2, window_samples(info)), check_trace=False)  # parity() checks
     output = Path(output)
     with atomic_path(output) as temporary:
         torch.jit.save(traced, str(temporary), _extra_files={METADATA_KEY: json.dumps(info)})

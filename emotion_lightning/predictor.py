@@ -20,15 +20,19 @@ from emotion_lightning.windows import cut, window_starts
 log = logging.getLogger(__name__)
 PREDICT_EXTENSIONS = AUDIO_EXTENSIONS + FFMPEG_EXTENSIONS
 METADATA_KEY = "emotion_lightning"  # where an export keeps classes and audio settings
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # export formats and their file endings
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
+    """cpu, cuda or auto (cuda when a GPU is visible) for the PyTorch backend."""
+    import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
+    if device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but PyTorch sees no CUDA GPU here; use device=cpu or device=auto")
     return device
 
 
@@ -102,16 +106,15 @@ class EmotionPredictor:
             return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size)
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend={backend!r}; use torch or onnx")
-        from emotion_lightning.export import default_output, export_onnx, metadata
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
+        if backend == "onnx":
+            exported = ensure_onnx_export(path)
+            return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size)
+        from emotion_lightning.export import metadata
         from emotion_lightning.module import EmotionClassifier
 
         model = EmotionClassifier.from_checkpoint(path)
-        if backend == "onnx":
-            exported = default_output(path, "onnx")
-            if not exported.is_file() or exported.stat().st_mtime < path.stat().st_mtime:
-                log.info("exporting %s to %s for onnxruntime", path, exported)
-                export_onnx(model, exported)
-            return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size)
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
                    window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"])
@@ -202,6 +205,27 @@ class EmotionPredictor:
         return {"model": self.model_name, "classes": self.classes, "sample_rate": self.sample_rate,
                 "window_seconds": self.window / self.sample_rate, "hop_seconds": self.hop / self.sample_rate,
                 "backend": "onnx" if isinstance(self.backend, OnnxBackend) else "torch"}
+
+
+def default_output(ckpt: str | Path, fmt: str) -> Path:
+    """Beside the checkpoint: run/checkpoints/last.ckpt -> run/checkpoints/last.onnx."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
+    ckpt = Path(ckpt)
+    return ckpt.with_name(ckpt.stem + FORMATS[fmt])
+
+
+def ensure_onnx_export(checkpoint: Path) -> Path:
+    """The ONNX export beside `checkpoint`, written first when missing or older than the checkpoint
+    (torch is imported only then)."""
+    exported = default_output(checkpoint, "onnx")
+    if not exported.is_file() or exported.stat().st_mtime < checkpoint.stat().st_mtime:
+        from emotion_lightning.export import export_onnx
+        from emotion_lightning.module import EmotionClassifier
+
+        log.info("exporting %s to %s for onnxruntime", checkpoint, exported)
+        export_onnx(EmotionClassifier.from_checkpoint(checkpoint), exported)
+    return exported
 
 
 def audio_files(folder: str | Path) -> list[Path]:

@@ -71,8 +71,9 @@ def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_export(trained_checkpoint) -> Path:
     """The checkpoint exported to ONNX at its default place (beside it), as backend=onnx would find it."""
-    from emotion_lightning.export import default_output, export_onnx
+    from emotion_lightning.export import export_onnx
     from emotion_lightning.module import EmotionClassifier
+    from emotion_lightning.predictor import default_output
 
     return export_onnx(EmotionClassifier.from_checkpoint(trained_checkpoint),
                        default_output(trained_checkpoint, "onnx"))

@@ -154,3 +154,12 @@ def test_missing_audio_path_is_named(trained_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no audio files"):
         input_files(str(tmp_path / "empty"))
+
+
+def test_unknown_settings_are_named(trained_checkpoint, onnx_export):
+    with pytest.raises(ValueError, match="device='gpu'; use cpu, cuda or auto"):
+        EmotionPredictor.from_checkpoint(trained_checkpoint, device="gpu")
+    with pytest.raises(ValueError, match="device='gpu'"):
+        EmotionPredictor.from_onnx(onnx_export, device="gpu")
+    with pytest.raises(ValueError, match="backend='tflite'; use torch or onnx"):
+        EmotionPredictor.from_checkpoint(trained_checkpoint, backend="tflite")

@@ -100,3 +100,31 @@ def test_m4a_without_ffmpeg_is_422_saying_what_to_install(client, monkeypatch):
     monkeypatch.setattr(audio, "ffmpeg_executable", lambda: None)
     response = client.post("/predict", files={"file": ("voice.m4a", b"\x00\x00\x00\x18ftypM4A " + bytes(100))})
     assert response.status_code == 422 and "needs ffmpeg" in response.json()["detail"]
+
+
+def compose(name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_serve_and_export_configs_build_what_the_commands_run(trained_checkpoint):
+    from fastapi.testclient import TestClient
+
+    from emotion_lightning.predict import predictor_from_config
+
+    cfg = compose("serve", [f"ckpt={trained_checkpoint}", "max_upload_mb=1", "hop_seconds=1.0"])
+    assert (cfg.host, cfg.port, cfg.backend, cfg.device, cfg.max_seconds) == ("127.0.0.1", 8000, "torch", "cpu", 600)
+    app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
+    health = TestClient(app).get("/health").json()
+    assert (health["hop_seconds"], health["max_upload_mb"], health["backend"]) == (1.0, 1, "torch")
+    export_cfg = compose("export", [f"ckpt={trained_checkpoint}"])
+    assert (export_cfg.format, export_cfg.output, export_cfg.opset) == ("onnx", None, 18)
