@@ -60,6 +60,9 @@ class OnnxBackend:
 
         if device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist; write it with "
+                                    "`python -m emotion_lightning.export ckpt=... format=onnx`")
         providers = ["CPUExecutionProvider"]
         if device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -163,3 +163,7 @@ def test_unknown_settings_are_named(trained_checkpoint, onnx_export):
         EmotionPredictor.from_onnx(onnx_export, device="gpu")
     with pytest.raises(ValueError, match="backend='tflite'; use torch or onnx"):
         EmotionPredictor.from_checkpoint(trained_checkpoint, backend="tflite")
+    with pytest.raises(FileNotFoundError, match="missing.onnx does not exist"):
+        EmotionPredictor.from_checkpoint(trained_checkpoint.with_name("missing.onnx"))
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        EmotionPredictor.from_checkpoint(trained_checkpoint.with_name("missing.ckpt"), backend="onnx")
