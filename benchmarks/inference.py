@@ -163,7 +163,9 @@ def main() -> None:
             onnx_path = Path(folder) / f"{name}.onnx"
             export_onnx(build_model(name, checkpoints.get(name)), onnx_path)
             common = ["--model", name, "--onnx", str(onnx_path), "--threads", str(args.threads),
-                      "--seconds", str(args.seconds)] + (["--checkpoint", checkpoints[name]] if name in checkpoints else [])
+                      "--seconds", str(args.seconds)]
+            if name in checkpoints:
+                common += ["--checkpoint", checkpoints[name]]
             rows[name] = run_worker("--worker", "speed", *common)
             rows[name]["torch"]["peak_rss_mb"] = run_worker("--worker", "memory-torch", *common)["peak_rss_mb"]
             onnx_memory = run_worker("--worker", "memory-onnx", *common)
@@ -184,13 +186,15 @@ def table(rows: dict) -> str:
     for name, row in rows.items():
         pt, ort = row["torch"], row["onnx"]
         lines.append(
-            f"| {name} | {row['params']:,} | {pt['p50_ms']:.2f} / {ort['p50_ms']:.2f} ({ort['p50_ms'] / pt['p50_ms']:.2f}x) "
+            f"| {name} | {row['params']:,} "
+            f"| {pt['p50_ms']:.2f} / {ort['p50_ms']:.2f} ({ort['p50_ms'] / pt['p50_ms']:.2f}x) "
             f"| {pt['p95_ms']:.2f} / {ort['p95_ms']:.2f} "
             f"| {pt['clips_per_s']:.0f} / {ort['clips_per_s']:.0f} ({ort['clips_per_s'] / pt['clips_per_s']:.2f}x) "
             f"| {pt['peak_rss_mb']:.0f} / {ort['peak_rss_mb']:.0f} |")
     gpu = {name: row["torch_cuda"] for name, row in rows.items() if "torch_cuda" in row}
     if gpu:
-        lines += ["", "| model (PyTorch, GPU) | p50 ms | p95 ms | clips/s at batch 32 | peak GPU MB |", "|---|---|---|---|---|"]
+        lines += ["", "| model (PyTorch, GPU) | p50 ms | p95 ms | clips/s at batch 32 | peak GPU MB |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {n} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['clips_per_s']:.0f} | {r['gpu_peak_mb']:.0f} |"
                   for n, r in gpu.items()]
         lines.append(f"\nGPU: {next(iter(gpu.values()))['gpu']}")

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import hydra
+import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -67,8 +68,17 @@ def export_torchscript(model: EmotionClassifier, output: str | Path) -> Path:
     """Write the model as a traced TorchScript module; the metadata travels as an extra file."""
     info = metadata(model)
     graph = ProbabilityGraph(model).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(graph, torch.zeros(2, window_samples(info)), check_trace=False)  # parity() checks
+    # An ensemble holds LightningModules, whose `trainer` property raises outside a Trainer unless Lightning
+    # is told a JIT pass is running (the flag its own `to_torchscript` sets).
+    members = [m for m in graph.modules() if isinstance(m, L.LightningModule)]
+    for member in members:
+        member._jit_is_scripting = True
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(graph, torch.zeros(2, window_samples(info)), check_trace=False)  # parity() checks
+    finally:
+        for member in members:
+            member._jit_is_scripting = False
     output = Path(output)
     with atomic_path(output) as temporary:
         torch.jit.save(traced, str(temporary), _extra_files={METADATA_KEY: json.dumps(info)})

@@ -62,6 +62,16 @@ def test_torchscript_export_beside_the_checkpoint_matches_pytorch(model, trained
     assert parity(model, exported, fixture_windows) < 1e-4
 
 
+def test_an_ensemble_exports_to_torchscript(trained_checkpoint, fixture_windows, tmp_path):
+    from emotion_lightning.export import export_torchscript
+    from emotion_lightning.models.ensemble import build_ensemble
+
+    ensemble = build_ensemble([str(trained_checkpoint)] * 2)
+    ensemble.run_config = {"audio": {"sample_rate": 16000, "clip_seconds": 3.0}, "model": {"name": "ensemble"}}
+    exported = export_torchscript(ensemble, tmp_path / "ensemble.torchscript.pt")
+    assert parity(ensemble, exported, fixture_windows[:4]) < 1e-4
+
+
 def test_onnx_backend_of_the_predictor_agrees_with_pytorch(trained_checkpoint, onnx_export, data_dir):
     files = sorted((data_dir / "ravdess" / "Actor_02").glob("*.wav"))[:4]
     torch_results = EmotionPredictor.from_checkpoint(trained_checkpoint).predict_files(files)
