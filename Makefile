@@ -3,7 +3,7 @@ PYTHON ?= python
 BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
 BENCH_MODELS_DIR ?= $(or $(EMOTION_MODELS_DIR),../shared/models)
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench bench-inference clean
 
 install:  ## the package and its dependencies (torch/torchaudio 2.11.0, Lightning, Hydra, ...)
 	$(PYTHON) -m pip install -e ".[test]"
@@ -18,6 +18,9 @@ bench:  ## pipeline speed side by side, then a full 30-epoch ResNet run on RAVDE
 	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)
 	$(PYTHON) benchmarks/whisper_window.py --checkpoint $(BENCH_MODELS_DIR)/whisper-tiny.en
 	$(PYTHON) benchmarks/full_run.py --data-dir $(BENCH_DATA_DIR)
+
+bench-inference:  ## per-model latency, throughput and memory, PyTorch vs ONNX Runtime (CHECKPOINTS="resnet=PATH ...")
+	$(PYTHON) benchmarks/inference.py $(foreach c,$(CHECKPOINTS),--checkpoint $(c)) $(BENCH_INFERENCE_ARGS)
 
 clean:  ## caches and outputs (decoded waveforms are rebuilt on the next run)
 	rm -rf cache outputs .pytest_cache

@@ -52,3 +52,28 @@ def compose_train(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
+    """A real checkpoint: one epoch of the default ResNet on the fixture RAVDESS, through the train command."""
+    import subprocess
+
+    run_dir = tmp_path_factory.mktemp("inference_run")
+    result = subprocess.run([sys.executable, "-m", "emotion_lightning.train", f"paths.data_dir={data_dir}",
+                             f"paths.cache_dir={run_dir}/cache", f"hydra.run.dir={run_dir}", "trainer.max_epochs=1",
+                             "data.batch_size=16", "logger=none", "seed=1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def onnx_export(trained_checkpoint) -> Path:
+    """The checkpoint exported to ONNX at its default place (beside it), as backend=onnx would find it."""
+    from emotion_lightning.export import export_onnx
+    from emotion_lightning.module import EmotionClassifier
+    from emotion_lightning.predictor import default_output
+
+    return export_onnx(EmotionClassifier.from_checkpoint(trained_checkpoint),
+                       default_output(trained_checkpoint, "onnx"))

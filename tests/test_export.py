@@ -1,0 +1,107 @@
+"""Export: the ONNX and TorchScript graphs (log-mel front-end + network) match PyTorch on fixture audio."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from emotion_lightning.audio import load
+from emotion_lightning.export import ProbabilityGraph, export, parity
+from emotion_lightning.module import EmotionClassifier
+from emotion_lightning.predictor import EmotionPredictor
+from emotion_lightning.windows import cut, window_starts
+from fixture_audio import write_clip
+
+WINDOW = 48000  # 3 s at 16 kHz, the fixture model's training clip
+
+
+@pytest.fixture(scope="module")
+def model(trained_checkpoint) -> EmotionClassifier:
+    return EmotionClassifier.from_checkpoint(trained_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def fixture_windows(data_dir, tmp_path_factory) -> np.ndarray:
+    """Model windows of real fixture recordings: short padded clips of three corpora and a long one."""
+    files = sorted((data_dir / "ravdess" / "Actor_01").glob("*.wav"))[:3] + sorted(
+        (data_dir / "crema_d" / "AudioWAV").glob("*.wav"))[:2] + sorted((data_dir / "tess").rglob("*.wav"))[:2]
+    files.append(write_clip(tmp_path_factory.mktemp("long") / "long.flac", "happy", seconds=6.5, sample_rate=24414))
+    windows = []
+    for path in files:
+        waveform = load(path, 16000)
+        windows.extend(cut(waveform, window_starts(len(waveform), WINDOW, WINDOW // 2), WINDOW))
+    return np.stack(windows).astype(np.float32)
+
+
+def test_onnx_matches_pytorch_within_1e_4_on_fixture_audio(model, onnx_export, fixture_windows):
+    assert len(fixture_windows) == 7 + 4  # seven short clips, and 6.5 s = windows at 0, 1.5, 3, 3.5 s
+    difference = parity(model, onnx_export, fixture_windows)
+    assert difference < 1e-4, difference
+
+
+def test_onnx_graph_holds_the_frontend_and_a_dynamic_batch_axis(onnx_export, fixture_windows):
+    proto = onnx.load(str(onnx_export))
+    operators = {node.op_type for node in proto.graph.node}
+    assert {"STFT", "Conv", "Softmax"} <= operators  # log-mel front-end, network and softmax in one graph
+    batch_axis = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_axis.dim_param and not batch_axis.dim_value
+    metadata = json.loads({p.key: p.value for p in proto.metadata_props}["emotion_lightning"])
+    assert metadata == {"classes": ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"],
+                        "sample_rate": 16000, "clip_seconds": 3.0, "model": "resnet"}
+    onnx_predictor = EmotionPredictor.from_onnx(onnx_export)
+    for batch in (1, 5):
+        probabilities = onnx_predictor.backend(fixture_windows[:batch])
+        assert probabilities.shape == (batch, 8)
+        assert probabilities.sum(axis=1) == pytest.approx(np.ones(batch), abs=1e-5)
+
+
+def test_torchscript_export_beside_the_checkpoint_matches_pytorch(model, trained_checkpoint, fixture_windows):
+    exported = export(trained_checkpoint, "torchscript")
+    assert exported == trained_checkpoint.with_name("last.torchscript.pt") and exported.is_file()
+    assert parity(model, exported, fixture_windows) < 1e-4
+
+
+def test_an_ensemble_exports_to_torchscript(trained_checkpoint, fixture_windows, tmp_path):
+    from emotion_lightning.export import export_torchscript
+    from emotion_lightning.models.ensemble import build_ensemble
+
+    ensemble = build_ensemble([str(trained_checkpoint)] * 2)
+    ensemble.run_config = {"audio": {"sample_rate": 16000, "clip_seconds": 3.0}, "model": {"name": "ensemble"}}
+    exported = export_torchscript(ensemble, tmp_path / "ensemble.torchscript.pt")
+    assert parity(ensemble, exported, fixture_windows[:4]) < 1e-4
+
+
+def test_onnx_backend_of_the_predictor_agrees_with_pytorch(trained_checkpoint, onnx_export, data_dir):
+    files = sorted((data_dir / "ravdess" / "Actor_02").glob("*.wav"))[:4]
+    torch_results = EmotionPredictor.from_checkpoint(trained_checkpoint).predict_files(files)
+    onnx_results = EmotionPredictor.from_checkpoint(trained_checkpoint, backend="onnx").predict_files(files)
+    for expected, actual in zip(torch_results, onnx_results):
+        assert actual["emotion"] == expected["emotion"]
+        assert actual["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+
+
+def test_graph_outputs_probabilities(model, fixture_windows):
+    import torch
+
+    with torch.no_grad():
+        probabilities = ProbabilityGraph(model)(torch.from_numpy(fixture_windows[:2]))
+    assert probabilities.shape == (2, 8) and torch.allclose(probabilities.sum(dim=1), torch.ones(2))
+
+
+def test_onnx_file_without_metadata_is_refused_with_the_fix(onnx_export, tmp_path):
+    proto = onnx.load(str(onnx_export))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ValueError, match="not written by emotion_lightning.export.*format=onnx"):
+        EmotionPredictor.from_onnx(tmp_path / "foreign.onnx")
+
+
+def test_onnx_window_is_fixed_at_export(onnx_export):
+    with pytest.raises(ValueError, match="takes 3.0 s windows"):
+        EmotionPredictor.from_onnx(onnx_export, window_seconds=2.0)
+
+
+def test_unknown_format_is_named(trained_checkpoint):
+    with pytest.raises(ValueError, match="format='tflite'"):
+        export(trained_checkpoint, "tflite")
