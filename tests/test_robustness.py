@@ -4,6 +4,7 @@ the config group, SpecAugment and mixup."""
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from emotion_lightning.data.corpora import Ravdess
 from emotion_lightning.data.datamodule import EmotionDataModule
@@ -217,3 +218,19 @@ def test_augmentation_settings_that_cannot_apply_are_refused():
         AddNoise("brown")
     with pytest.raises(ValueError, match="p=2"):
         Gain(3, p=2)
+
+
+def test_train_wires_augmentation_to_training_clips_and_the_condition_to_test_clips(compose_train, data_dir, tmp_path):
+    from emotion_lightning.train import augment_model, condition_facts, prepare_data
+
+    cfg = compose_train(["augment=full", "robustness=noise_babble", f"paths.data_dir={data_dir}",
+                         f"paths.cache_dir={tmp_path}/cache"])
+    datamodule = prepare_data(cfg)
+    train_chain, test_chain = datamodule.datasets["train"].transform, datamodule.datasets["test"].transform
+    assert [type(t).__name__ for t in train_chain.transforms] == ["AddNoise", "Gain", "Resample", "Codec"]
+    assert [(type(t).__name__, t.kind, t.snr_db) for t in test_chain.transforms] == [("AddNoise", "babble", 10)]
+    assert datamodule.datasets["val"].transform is None and datamodule.datasets["test"].transform_seed == 0
+    assert condition_facts(cfg) == {"condition": "noise_babble_10dB", "snr_db": 10, "augment": "full"}
+    svm = compose_train(["model=svm", "augment=waveform"])
+    with pytest.raises(ValueError, match="augment=waveform needs a model trained by gradient descent"):
+        augment_model(instantiate(svm.model), svm.augment)

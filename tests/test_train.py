@@ -152,15 +152,3 @@ def test_eval_sweep_over_conditions_gives_the_robustness_table_and_snr_plot(fixt
     assert dict(zip(header[1:], map(float, values[1:]))) == {
         condition: pytest.approx(run["test_ua"], abs=1e-3) for condition, run in runs.items()}
     assert (tmp_path / "ua_vs_snr.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_training_with_augmentation_records_it(data_dir, fixture_run, tmp_path):
-    result = run_train("augment=full", "augment.mixup_alpha=0.2", "trainer.max_epochs=1", "data.batch_size=16",
-                       f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
-                       f"hydra.run.dir={tmp_path}", "seed=1", "logger=none")
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert (metrics["augment"], metrics["condition"], metrics["epochs_run"]) == ("full", "clean", 1)
-    refused = run_train("model=svm", "augment=waveform", f"paths.data_dir={data_dir}",
-                        f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}/svm")
-    assert refused.returncode != 0 and "augment=waveform needs a model trained by gradient descent" in refused.stderr
