@@ -34,18 +34,21 @@ def plot_confusion_matrix(confusion, classes: list[str], path: str | Path, title
 
 
 def plot_ua_vs_snr(series, snr_db, ua, clean_ua: dict[str, float], path: str | Path) -> None:
-    """Mean test UA against SNR, one line per series name (model and noise kind), with each model's clean
-    UA as a dashed line of the same colour: how fast accuracy falls as noise rises."""
+    """Mean test UA against SNR: one colour per noise kind, one line style per model (series names are
+    "model, kind"), each model's clean UA as a grey line of its style. Series with a single SNR are left out."""
     table = pd.DataFrame({"series": list(series), "snr_db": list(snr_db), "ua": list(ua)})
+    table[["model", "kind"]] = table["series"].str.split(", ", n=1, expand=True)
+    styles = dict(zip(sorted(set(table["model"]) | set(clean_ua)), ["-", "--", ":", "-."] * 10))
+    colours = dict(zip(sorted(set(table["kind"])), plt.get_cmap("tab10").colors * 3))
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    colours = {}
-    for name, points in table.groupby("series"):
+    for (model, kind), points in table.groupby(["model", "kind"]):
         mean = points.groupby("snr_db")["ua"].mean()
-        line, = axes.plot(mean.index, mean.to_numpy(), marker="o", label=name)
-        colours.setdefault(name.split(", ")[0], line.get_color())
+        if len(mean) > 1:
+            axes.plot(mean.index, mean.to_numpy(), marker="o", linestyle=styles[model], color=colours[kind],
+                      label=f"{model}, {kind}")
     for model, value in clean_ua.items():
-        if model in colours:
-            axes.axhline(value, linestyle="--", linewidth=1, color=colours[model], label=f"{model}, clean")
+        if model in set(table["model"]):
+            axes.axhline(value, linestyle=styles[model], linewidth=1, color="grey", label=f"{model}, clean")
     axes.set_xlabel("SNR (dB)")
     axes.set_ylabel("test UA")
     axes.grid(alpha=0.3)
@@ -53,24 +56,4 @@ def plot_ua_vs_snr(series, snr_db, ua, clean_ua: dict[str, float], path: str | P
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
-
-
-def plot_grouped_bars(table, path: str | Path, ylabel: str, title: str = "") -> None:
-    """Bars of a table's values: one group per column (e.g. emotion, condition), one colour per row."""
-    values = table.to_numpy(dtype=float)
-    rows, columns = values.shape
-    width = 0.8 / max(rows, 1)
-    figure, axes = plt.subplots(figsize=(min(14.0, max(6.0, 0.2 * rows * columns + 4)), 4.0))
-    for index, (label, heights) in enumerate(zip(table.index, values)):
-        axes.bar(np.arange(columns) + (index - (rows - 1) / 2) * width, np.nan_to_num(heights), width, label=str(label))
-    axes.set_xticks(range(columns), [str(c) for c in table.columns], rotation=30, ha="right")
-    axes.set_ylim(0, 1)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
