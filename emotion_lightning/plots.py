@@ -57,3 +57,23 @@ def plot_ua_vs_snr(series, snr_db, ua, clean_ua: dict[str, float], path: str | P
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
+
+
+def plot_grouped_bars(table, path: str | Path, ylabel: str, title: str = "") -> None:
+    """Bars of a table's values: one group per column (e.g. emotion, condition), one colour per row."""
+    values = table.to_numpy(dtype=float)
+    rows, columns = values.shape
+    width = 0.8 / max(rows, 1)
+    figure, axes = plt.subplots(figsize=(min(14.0, max(6.0, 0.2 * rows * columns + 4)), 4.0))
+    for index, (label, heights) in enumerate(zip(table.index, values)):
+        axes.bar(np.arange(columns) + (index - (rows - 1) / 2) * width, np.nan_to_num(heights), width, label=str(label))
+    axes.set_xticks(range(columns), [str(c) for c in table.columns], rotation=30, ha="right")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
