@@ -112,11 +112,24 @@ def robustness_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
     return matrix[ordered]
 
 
+def markdown_frame(table: pd.DataFrame, index: bool = False) -> str:
+    """A DataFrame as a Markdown table; floats to 3 decimals, missing values blank."""
+    if index:
+        table = table.reset_index()
+
+    def cell(value) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_matrix(matrix: pd.DataFrame, corner: str) -> str:
-    header = f"| {corner} | " + " | ".join(matrix.columns) + " |"
-    rows = [f"| {name} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in values) + " |"
-            for name, values in zip(matrix.index, matrix.to_numpy())]
-    return "\n".join([header, "|---" * (len(matrix.columns) + 1) + "|", *rows]) + "\n"
+    """A pivot table (rows x columns of mean UA) as Markdown, `corner` naming its two axes."""
+    return markdown_frame(matrix.rename_axis(index=corner, columns=None), index=True)
 
 
 def main(argv=None) -> None:

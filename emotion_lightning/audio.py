@@ -17,6 +17,11 @@ FFMPEG_HINT = ("install ffmpeg (apt-get install ffmpeg, or pip install 'emotion-
                "binary), or convert the file to WAV/FLAC first")
 
 
+def find_audio_files(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Every file under `root` (recursively) whose extension is in `extensions`, sorted by path."""
+    return sorted(path for path in Path(root).rglob("*") if path.suffix.lower() in extensions and path.is_file())
+
+
 class AudioError(Exception):
     """A file that cannot be used as audio; the message says why."""
 

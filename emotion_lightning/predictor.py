@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from emotion_lightning.audio import AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, load, to_model_rate
+from emotion_lightning.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, find_audio_files, load,
+                                    to_model_rate)
 from emotion_lightning.windows import cut, window_starts
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,16 @@ METADATA_KEY = "emotion_lightning"  # where an export keeps classes and audio se
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # export formats and their file endings
 
 
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+
+
 def resolve_device(device: str) -> str:
     """cpu, cuda or auto (cuda when a GPU is visible) for the PyTorch backend."""
     import torch
 
-    if device not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+    check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -58,8 +63,7 @@ class OnnxBackend:
     def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0):
         import onnxruntime
 
-        if device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+        check_device(device)
         if not Path(path).is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist; write it with "
                                     "`python -m emotion_lightning.export ckpt=... format=onnx`")
@@ -141,7 +145,7 @@ class EmotionPredictor:
 
     def predict_file(self, path: str | Path) -> dict:
         """Emotion of one file; raises AudioError when it cannot be decoded."""
-        return {"file": str(path), **self.predict_array(load(path, self.sample_rate), self.sample_rate)}
+        return {"file": str(path), **self._predict_waveforms([load(path, self.sample_rate)])[0]}
 
     def predict_files(self, paths: list[str | Path], progress: bool = False) -> list[dict]:
         """Emotions of many files in input order, in batches of windows across files. An unreadable file
@@ -236,7 +240,7 @@ def audio_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"audio={folder} is not a folder")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PREDICT_EXTENSIONS and p.is_file())
+    found = find_audio_files(folder, PREDICT_EXTENSIONS)
     if not found:
         raise FileNotFoundError(f"no audio files ({', '.join(PREDICT_EXTENSIONS)}) under {folder}")
     return found

@@ -116,21 +116,6 @@ def summed_confusions(runs: pd.DataFrame, metrics: dict[str, dict]) -> dict[str,
     return confusions
 
 
-def markdown(table: pd.DataFrame, index: bool = False) -> str:
-    """A DataFrame as a Markdown table; floats to 3 decimals, missing values blank."""
-    if index:
-        table = table.reset_index()
-
-    def cell(value) -> str:
-        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-            return ""
-        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|---" * len(table.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def html_page(title: str, sections: list[tuple[str, str]]) -> str:
     """One self-contained page: each section is (heading, HTML body)."""
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
@@ -183,9 +168,9 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
                               ("cross_corpus", "Cross-corpus: mean test UA, train corpora x test corpora")):
             if tables[name] is not None:
                 markdown_parts += [f"## {heading}\n", aggregate.markdown_matrix(tables[name], "train \\ test")
-                                   if name == "cross_corpus" else markdown(tables[name], index=True)]
+                                   if name == "cross_corpus" else aggregate.markdown_frame(tables[name], index=True)]
                 html_sections.append((heading, html_table(tables[name], index=True)))
-        markdown_parts += ["## Per-emotion test F1 (mean over runs)\n", markdown(tables["per_emotion_f1"], index=True)]
+        markdown_parts += ["## Per-emotion test F1 (mean over runs)\n", aggregate.markdown_frame(tables["per_emotion_f1"], index=True)]
         html_sections.append(("Per-emotion test F1 (mean over runs)", html_table(tables["per_emotion_f1"], index=True)
                               + embedded_image(_figure(out, "per_emotion_f1", plot_grouped_bars,
                                                        tables["per_emotion_f1"], "test F1"))))
@@ -193,11 +178,11 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
         html_sections.append(("Confusion matrices (summed over each configuration's runs; rows true)",
                               "".join(embedded_image(_confusion_figure(out, i, label, *confusion))
                                       for i, (label, confusion) in enumerate(summed_confusions(runs, metrics).items()))))
-    jobs_md = markdown(tables["jobs"])
+    jobs_md = aggregate.markdown_frame(tables["jobs"])
     markdown_parts += [f"## Jobs ({finished_note})\n", jobs_md]
     html_sections.insert(0, (f"Jobs ({finished_note})", html_table(tables["jobs"])))
     if not failed.empty:
-        markdown_parts += ["## Failed jobs\n", markdown(failed[["job", "status", "error"]])]
+        markdown_parts += ["## Failed jobs\n", aggregate.markdown_frame(failed[["job", "status", "error"]])]
         html_sections.insert(1, ("Failed jobs", f"<div class='failed'>{html_table(failed[['job', 'status', 'error']])}</div>"))
 
     for name, table in tables.items():

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion_lightning.audio import AUDIO_EXTENSIONS
+from emotion_lightning.audio import find_audio_files
 from emotion_lightning.taxonomy import check_emotion_map
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ class Corpus:
         """Every file with an audio extension under the root, in a stable order."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            path for path in self.root.rglob("*") if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
-        )
+        return find_audio_files(self.root)
 
     def parse(self, path: Path) -> ClipLabels:
         """Labels from a path; raise ValueError saying what is wrong with the name."""
