@@ -3,7 +3,7 @@ PYTHON ?= python
 BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
 BENCH_MODELS_DIR ?= $(or $(EMOTION_MODELS_DIR),../shared/models)
 
-.PHONY: install train test bench bench-inference clean
+.PHONY: install train test test-fast bench bench-inference clean
 
 install:  ## the package and its dependencies (torch/torchaudio 2.11.0, Lightning, Hydra, ...)
 	$(PYTHON) -m pip install -e ".[test]"
@@ -13,6 +13,9 @@ train:  ## train and test the default model (ResNet, RAVDESS, speaker-independen
 
 test:  ## the whole suite (the real-RAVDESS test is skipped when ../shared/data/ravdess is absent)
 	$(PYTHON) -m pytest -q
+
+test-fast:  ## the suite without the slow tier (no subprocess training, no real corpus)
+	$(PYTHON) -m pytest -q -m "not slow"
 
 bench:  ## pipeline speed side by side, then a full 30-epoch ResNet run on RAVDESS
 	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)

@@ -42,7 +42,7 @@ def build_model(name: str, checkpoint: str | None):
     from omegaconf import OmegaConf
 
     import emotion_lightning  # noqa: F401  (the `len` resolver)
-    from emotion_lightning.module import EmotionClassifier
+    from emotion_lightning.models.module import EmotionClassifier
 
     if checkpoint:
         return EmotionClassifier.from_checkpoint(checkpoint)
@@ -81,7 +81,7 @@ def speed_worker(args) -> dict:
     """Latency (batch 1) and throughput (batch 32) of PyTorch and, on CPU, ONNX Runtime, interleaved."""
     import torch
 
-    from emotion_lightning.predictor import OnnxBackend, TorchBackend
+    from emotion_lightning.inference.predictor import OnnxBackend, TorchBackend
 
     torch.set_num_threads(args.threads)
     model = build_model(args.model, args.checkpoint)
@@ -106,13 +106,13 @@ def memory_worker(args) -> dict:
     """Peak RSS of a fresh process that loads one backend and runs a clip and a batch of 32; the ONNX
     Runtime one imports neither torch nor torchaudio."""
     if args.worker == "memory-onnx":
-        from emotion_lightning.predictor import OnnxBackend
+        from emotion_lightning.inference.predictor import OnnxBackend
 
         backend = OnnxBackend(args.onnx, threads=args.threads)
     else:
         import torch
 
-        from emotion_lightning.predictor import TorchBackend
+        from emotion_lightning.inference.predictor import TorchBackend
 
         torch.set_num_threads(args.threads)
         backend = TorchBackend(build_model(args.model, args.checkpoint))
@@ -154,7 +154,7 @@ def main() -> None:
         print(json.dumps(speed_worker(args) if args.worker == "speed" else memory_worker(args)))
         return
 
-    from emotion_lightning.export import export_onnx
+    from emotion_lightning.inference.export import export_onnx
 
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     rows = {}

@@ -18,12 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from emotion_lightning.audio import load
+from emotion_lightning.data.audio import load
 from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import SpeakerIndependentSplit
-from emotion_lightning.features import LogMelFrontend
+from emotion_lightning.models.features import LogMelFrontend
 from emotion_lightning.models.resnet import ResNet
-from emotion_lightning.taxonomy import EMOTIONS
+from emotion_lightning.data.taxonomy import EMOTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,13 +1,12 @@
-"""emotion-lightning: Hydra-configured PyTorch Lightning framework for speech emotion recognition."""
+"""emotion-lightning: Hydra-configured PyTorch Lightning framework for speech emotion recognition.
 
-from omegaconf import OmegaConf
+Layers, each importing only from those before it:
+data -> evaluation -> models -> training -> inference -> the command entry points in this folder.
+"""
 
-# `${len:${data.classes}}` lets model configs size their output layer from the data config.
-if not OmegaConf.has_resolver("len"):
-    OmegaConf.register_new_resolver("len", lambda items: len(items))
+from emotion_lightning.training import resolvers
 
-from emotion_lightning import resolvers  # noqa: E402
-
+# `${len:...}`, `${job_device:...}`, `${sweep_name:}`: config values the YAML files need before anything runs.
 resolvers.register()
 
 __version__ = "0.1.0"

@@ -7,11 +7,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import emotion_lightning  # noqa: F401  (registers the `len` resolver used by the configs)
-from emotion_lightning.evaluation import save_report, test_report
-from emotion_lightning.module import EmotionClassifier
-from emotion_lightning.run_info import config_choices, library_versions
-from emotion_lightning.train import condition_facts, prepare_data
+import emotion_lightning  # noqa: F401  (registers the config resolvers)
+from emotion_lightning.evaluation.test_results import save_report, test_report
+from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.training.build import build_datamodule
+from emotion_lightning.training.run_facts import run_record
 
 log = logging.getLogger(__name__)
 
@@ -21,21 +21,16 @@ def evaluate(cfg: DictConfig) -> dict:
     model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
     trained = model.run_config
     # Labels are indexed by the checkpoint's classes, and clips cut as the model was trained.
-    datamodule = prepare_data(cfg, classes=model.classes, sample_rate=trained["audio"]["sample_rate"],
-                              clip_seconds=trained["audio"]["clip_seconds"])
+    datamodule = build_datamodule(cfg, classes=model.classes, sample_rate=trained["audio"]["sample_rate"],
+                                  clip_seconds=trained["audio"]["clip_seconds"])
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     trainer.test(model, datamodule=datamodule)
-    choices = config_choices()
-    report = {
-        **test_report(model, datamodule),
-        "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "model": trained.get("model", {}).get("name", "model"),
-        "params": model.num_parameters, "data": choices.get("data", "custom"),
-        "split": choices.get("split", type(datamodule.split).__name__), "seed": cfg.seed,
-        **condition_facts(cfg), "augment": trained.get("augment", {}).get("name", "none"),
-        "trained_on": {"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
-                       "seed": trained.get("seed")},
-        "choices": choices, "versions": library_versions(),
-    }
+    report = run_record(
+        cfg, test_report(model, datamodule), model, datamodule,
+        ckpt_path=str(Path(cfg.ckpt_path).resolve()), model=trained.get("model", {}).get("name", "model"),
+        augment=trained.get("augment", {}).get("name", "none"),
+        trained_on={"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
+                    "seed": trained.get("seed")})
     save_report(Path(cfg.paths.output_dir), report)
     return report
 

@@ -9,31 +9,12 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-from emotion_lightning.atomic import write_text
-from emotion_lightning.predictor import EmotionPredictor, audio_files
+from emotion_lightning.data.atomic import write_text
+from emotion_lightning.inference.predictor import input_files, predictor_from_config
 
 log = logging.getLogger(__name__)
-
-
-def predictor_from_config(cfg: DictConfig) -> EmotionPredictor:
-    """The predictor the shared settings (conf/_inference.yaml) describe; serve uses it too."""
-    return EmotionPredictor.from_checkpoint(cfg.ckpt, backend=cfg.backend, device=cfg.device,
-                                            window_seconds=cfg.window_seconds, hop_seconds=cfg.hop_seconds,
-                                            batch_size=cfg.batch_size)
-
-
-def input_files(audio) -> list[Path]:
-    """`audio=` as files: a folder (recursively), one file, or a list of files."""
-    if isinstance(audio, (list, ListConfig)):
-        return [Path(p) for p in audio]
-    path = Path(audio)
-    if path.is_dir():
-        return audio_files(path)
-    if not path.exists():
-        raise FileNotFoundError(f"audio={audio} does not exist; pass a file, a folder or a list [a.wav,b.flac]")
-    return [path]
 
 
 def predict(cfg: DictConfig) -> dict:

@@ -1,78 +1,15 @@
-"""HTTP service: `python -m emotion_lightning.serve ckpt=PATH [port=8000] [backend=onnx]`.
-
-POST /predict takes an audio upload (multipart field `file`; WAV, FLAC, OGG/Opus, MP3, M4A/AAC with ffmpeg)
-and answers what `predict` writes per file; GET /health describes the model. Bad uploads get a 4xx with a
-message saying what is wrong: 400 empty, 413 too large or too long, 422 undecodable or no `file` field.
-"""
-
-import tempfile
-from pathlib import Path
+"""HTTP service: `python -m emotion_lightning.serve ckpt=PATH [port=8000] [backend=onnx]` (see inference/app.py)."""
 
 import hydra
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from omegaconf import DictConfig
 
-from emotion_lightning.audio import AudioError, load
-from emotion_lightning.predictor import EmotionPredictor
-
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file in a multipart body
-
-
-def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_seconds: float = 600) -> FastAPI:
-    """The FastAPI app around one predictor, with limits on upload size (MB) and duration (seconds)."""
-    app = FastAPI(title="emotion-lightning", summary="Speech emotion recognition")
-    max_bytes = int(max_upload_mb * 1024 * 1024)
-    too_large = f"upload larger than max_upload_mb={max_upload_mb:g} MB; send a shorter or compressed recording"
-
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Refuse by Content-Length before the body is read; chunked uploads are checked after reading.
-        length = request.headers.get("content-length", "")
-        if request.url.path == "/predict" and length.isdigit() and int(length) > max_bytes + MULTIPART_OVERHEAD:
-            return JSONResponse(status_code=413, content={"detail": too_large})
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def explain_bad_form(request: Request, error: RequestValidationError):
-        return JSONResponse(status_code=422, content={
-            "detail": "POST /predict expects multipart/form-data with the audio file in the field `file` "
-                      "(e.g. curl -F file=@clip.wav http://HOST:PORT/predict)", "errors": str(error.errors())})
-
-    @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", **predictor.describe(), "max_upload_mb": max_upload_mb, "max_seconds": max_seconds}
-
-    @app.post("/predict")
-    def predict(file: UploadFile = File(...)) -> dict:
-        name = file.filename or "upload"
-        data = file.file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"{name}: {too_large}")
-        if not data:
-            raise HTTPException(400, f"{name}: empty upload (0 bytes)")
-        with tempfile.NamedTemporaryFile(suffix=Path(name).suffix.lower()) as handle:
-            handle.write(data)
-            handle.flush()
-            try:
-                waveform = load(handle.name, predictor.sample_rate)
-            except AudioError as error:
-                message = str(error).replace(handle.name, name)  # the temporary path means nothing to a client
-                raise HTTPException(422, f"{name}: {message}") from None
-        seconds = len(waveform) / predictor.sample_rate
-        if seconds > max_seconds:
-            raise HTTPException(413, f"{name}: {seconds:.1f} s of audio is longer than max_seconds={max_seconds:g}")
-        return {"file": name, **predictor.predict_array(waveform, predictor.sample_rate)}
-
-    return app
+from emotion_lightning.inference.app import create_app
+from emotion_lightning.inference.predictor import predictor_from_config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     import uvicorn
-
-    from emotion_lightning.predict import predictor_from_config
 
     app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
     uvicorn.run(app, host=cfg.host, port=cfg.port)

@@ -4,11 +4,20 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.helpers.audio import make_crema_d, make_ravdess, make_tess
+from tests.helpers.configs import CONF_DIR
+from tests.helpers.training import REPO
 
-from fixture_audio import make_crema_d, make_ravdess, make_tess  # noqa: E402
+# Fixtures that train through the command in a subprocess (or read the real corpus): every test using one is slow.
+SLOW_FIXTURES = {"trained_checkpoint", "onnx_export", "shared_ravdess"}
 
-REPO = Path(__file__).resolve().parents[1]
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -28,9 +37,6 @@ def shared_ravdess() -> Path:
     if not path.is_dir():
         pytest.skip(f"real RAVDESS not found at {path} (set EMOTION_SHARED_DATA to the folder holding ravdess/)")
     return path
-
-
-CONF_DIR = REPO / "conf"
 
 
 @pytest.fixture
@@ -71,9 +77,9 @@ def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_export(trained_checkpoint) -> Path:
     """The checkpoint exported to ONNX at its default place (beside it), as backend=onnx would find it."""
-    from emotion_lightning.export import export_onnx
-    from emotion_lightning.module import EmotionClassifier
-    from emotion_lightning.predictor import default_output
+    from emotion_lightning.inference.export import export_onnx
+    from emotion_lightning.models.module import EmotionClassifier
+    from emotion_lightning.inference.metadata import default_output
 
     return export_onnx(EmotionClassifier.from_checkpoint(trained_checkpoint),
                        default_output(trained_checkpoint, "onnx"))

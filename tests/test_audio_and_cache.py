@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotion_lightning.audio import AudioError, load
+from emotion_lightning.data.audio import AudioError, load
 from emotion_lightning.data.waveform_cache import WaveformCache, cache_key
-from fixture_audio import tone, write_clip
+from tests.helpers.audio import tone, write_clip
 
 
 def test_load_mixes_stereo_to_mono_and_resamples(tmp_path):

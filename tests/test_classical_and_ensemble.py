@@ -3,18 +3,19 @@ import pytest
 import torch
 from sklearn.svm import SVC
 
-from emotion_lightning.classical import FeatureClassifier, engineered_features
+from emotion_lightning.models.classical import FeatureClassifier, engineered_features
 from emotion_lightning.data.corpora import Ravdess
 from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import SpeakerIndependentSplit
-from emotion_lightning.features import LogMelFrontend
+from emotion_lightning.models.features import LogMelFrontend
 from emotion_lightning.models.ensemble import ProbabilityMean
 from emotion_lightning.models.resnet import ResNet
-from emotion_lightning.module import EmotionClassifier
-from emotion_lightning.taxonomy import EMOTIONS
-from test_corpora import emotion_map
+from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.data.taxonomy import EMOTIONS
+from tests.helpers.configs import emotion_map
 
 
+@pytest.mark.slow
 def test_engineered_features_describe_pitch_and_survive_tiny_clips():
     t = np.arange(16000) / 16000
     features = engineered_features((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)

@@ -8,16 +8,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from emotion_lightning.classical import FeatureClassifier
+from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.data.datamodule import DataNotFoundError, EmotionDataModule
-from test_pretrained import TINY
+from tests.helpers.configs import TINY
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks", "robustness", "augment", "experiment"]
+GROUPS = ["data", "split", "model", "trainer", "logger", "callbacks", "robustness", "augment", "recipe", "experiment"]
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+    """The group's options, nested ones as Hydra names them (experiment=robustness/resnet)."""
+    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml")
+                  if not p.stem.startswith("_"))
 
 
 ALL_CHOICES = [(group, option) for group in GROUPS for option in options(group)]
@@ -84,7 +86,7 @@ def test_missing_data_says_where_to_put_it(compose_train, tmp_path):
 def test_every_condition_degrades_a_clip_and_names_itself(condition, compose_train):
     import numpy as np
 
-    from emotion_lightning.robustness import ClipContext
+    from emotion_lightning.data.transforms import ClipContext
 
     cfg = compose_train([f"robustness={condition}"])
     chain = instantiate(cfg.robustness.chain)
@@ -99,11 +101,10 @@ def test_every_condition_degrades_a_clip_and_names_itself(condition, compose_tra
 
 @pytest.mark.parametrize("augment", options("augment"))
 def test_every_augmentation_preset_applies_to_the_resnet(augment, compose_train):
-    from emotion_lightning.train import augment_model
+    from emotion_lightning.training.build import build_model
 
     cfg = compose_train([f"augment={augment}"])
-    model = instantiate(cfg.model)
-    augment_model(model, cfg.augment)
+    model = build_model(cfg)
     assert cfg.augment.name == augment
     assert (model.spec_augment is not None) == (augment in ("specaugment", "full"))
     assert (model.mixup_alpha > 0) == (augment == "mixup")

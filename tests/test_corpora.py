@@ -4,13 +4,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from emotion_lightning.data.corpora import CremaD, Ravdess, Tess, tess_emotion_code
-from fixture_audio import CREMA_D_CODES, RAVDESS_CODES
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "corpus"
-
-
-def emotion_map(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))["emotion_map"]
+from tests.helpers.audio import CREMA_D_CODES, RAVDESS_CODES
+from tests.helpers.configs import emotion_map
 
 
 def test_ravdess_config_maps_every_emotion_code_to_the_taxonomy():

@@ -6,12 +6,12 @@ import numpy as np
 import onnx
 import pytest
 
-from emotion_lightning.audio import load
-from emotion_lightning.export import ProbabilityGraph, export, parity
-from emotion_lightning.module import EmotionClassifier
-from emotion_lightning.predictor import EmotionPredictor
-from emotion_lightning.windows import cut, window_starts
-from fixture_audio import write_clip
+from emotion_lightning.data.audio import load
+from emotion_lightning.inference.export import ProbabilityGraph, export, parity
+from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.inference.predictor import EmotionPredictor
+from emotion_lightning.inference.windows import cut, window_starts
+from tests.helpers.audio import write_clip
 
 WINDOW = 48000  # 3 s at 16 kHz, the fixture model's training clip
 
@@ -63,7 +63,7 @@ def test_torchscript_export_beside_the_checkpoint_matches_pytorch(model, trained
 
 
 def test_an_ensemble_exports_to_torchscript(trained_checkpoint, fixture_windows, tmp_path):
-    from emotion_lightning.export import export_torchscript
+    from emotion_lightning.inference.export import export_torchscript
     from emotion_lightning.models.ensemble import build_ensemble
 
     ensemble = build_ensemble([str(trained_checkpoint)] * 2)

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from emotion_lightning.data import manifest as manifest_module
 from emotion_lightning.data.corpora import Ravdess, Tess
 from emotion_lightning.data.manifest import COLUMNS, load_manifest
-from fixture_audio import make_ravdess, make_tess, write_clip
-from test_corpora import emotion_map
+from tests.helpers.audio import make_ravdess, make_tess, write_clip
+from tests.helpers.configs import emotion_map
 
 
 def test_manifest_has_one_row_per_clip_with_labels_and_audio_facts(data_dir, tmp_path):

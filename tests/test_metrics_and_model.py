@@ -3,14 +3,14 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-from emotion_lightning.features import LogMelFrontend
-from emotion_lightning.metrics import metrics_from_confusion
+from emotion_lightning.models.features import LogMelFrontend
+from emotion_lightning.evaluation.metrics import metrics_from_confusion
 from emotion_lightning.models.cnn import DenseNet, SimpleCNN
 from emotion_lightning.models.resnet import ResNet
 from emotion_lightning.models.waveform_cnn import WaveformCNN
 from emotion_lightning.models.sequence import LSTMClassifier, TransformerClassifier
-from emotion_lightning.module import EmotionClassifier
-from overfit import overfit_losses
+from emotion_lightning.models.module import EmotionClassifier
+from tests.helpers.training import overfit_losses
 
 
 def test_metrics_on_a_known_confusion_matrix():

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import emotion_lightning.audio as audio
-from emotion_lightning.audio import AudioError
-from emotion_lightning.predictor import EmotionPredictor
-from emotion_lightning.windows import window_starts
-from fixture_audio import tone, write_clip
+import emotion_lightning.data.audio as audio
+from emotion_lightning.data.audio import AudioError
+from emotion_lightning.inference.predictor import EmotionPredictor
+from emotion_lightning.inference.windows import window_starts
+from tests.helpers.audio import tone, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -147,7 +147,7 @@ def test_folder_with_a_corrupt_file_through_the_command(trained_checkpoint, onnx
 
 
 def test_missing_audio_path_is_named(trained_checkpoint, tmp_path):
-    from emotion_lightning.predict import input_files
+    from emotion_lightning.inference.predictor import input_files
 
     with pytest.raises(FileNotFoundError, match="nowhere.wav does not exist"):
         input_files(str(tmp_path / "nowhere.wav"))

@@ -8,25 +8,12 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
-from emotion_lightning.taxonomy import EMOTIONS
-from fixture_audio import tone
-from overfit import overfit_losses
+from emotion_lightning.data.taxonomy import EMOTIONS
+from tests.helpers.configs import TINY
+from tests.helpers.audio import tone
+from tests.helpers.training import overfit_losses
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-WAV2VEC2_LIKE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     conv_dim=[16, 16], conv_stride=[5, 4], conv_kernel=[10, 4], num_conv_pos_embeddings=16,
-                     num_conv_pos_embedding_groups=2)
-TINY = {
-    "wav2vec2": {"model_type": "wav2vec2", **WAV2VEC2_LIKE},
-    "hubert": {"model_type": "hubert", **WAV2VEC2_LIKE},
-    "wavlm": {"model_type": "wavlm", **WAV2VEC2_LIKE, "num_buckets": 16, "max_bucket_distance": 20},
-    "whisper": {"model_type": "whisper", "d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2,
-                "decoder_layers": 1, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
-                "num_mel_bins": 80, "vocab_size": 64, "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2,
-                "decoder_start_token_id": 3},
-}
-
-
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_every_encoder_family_classifies_waveforms(family):
     torch.manual_seed(0)

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotion_lightning.aggregate import aggregate, bootstrap_ci, cross_corpus_matrix, markdown_table, read_runs
+from emotion_lightning.evaluation.aggregate import aggregate, bootstrap_ci, cross_corpus_matrix, markdown_table, read_runs
 from emotion_lightning.data.splits import CrossCorpusSplit, FileSplit, SpeakerKFoldSplit, check_speaker_disjoint
-from emotion_lightning.evaluation import breakdowns
-from test_splits import toy_manifest
+from emotion_lightning.evaluation.test_results import breakdowns
+from tests.helpers.configs import toy_manifest
 
 
 def test_speaker_kfold_tests_every_clip_exactly_once_over_the_folds():

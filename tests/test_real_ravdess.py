@@ -3,9 +3,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
+import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.training import REPO
+
+pytestmark = pytest.mark.slow  # trains on the real corpus in a subprocess
 
 
 def test_resnet_learns_real_ravdess_speaker_independent(shared_ravdess, tmp_path):

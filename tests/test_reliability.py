@@ -12,15 +12,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from emotion_lightning.audio import AudioError, load, probe
+from emotion_lightning.data.audio import AudioError, load, probe
 from emotion_lightning.data.corpora import Ravdess
 from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import RandomSplit
-from emotion_lightning.features import LogMelFrontend
-from emotion_lightning.taxonomy import EMOTIONS
-from fixture_audio import make_ravdess, tone
-from test_corpora import emotion_map
-from test_train import REPO, run_train
+from emotion_lightning.models.features import LogMelFrontend
+from emotion_lightning.data.taxonomy import EMOTIONS
+from tests.helpers.audio import make_ravdess, tone
+from tests.helpers.configs import emotion_map
+from tests.helpers.training import REPO, run_train
 
 VOLATILE = {"train_seconds", "resumed_from", "versions"}
 
@@ -42,6 +42,7 @@ def uninterrupted(data_dir, tmp_path_factory):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(uninterrupted, data_dir, tmp_path):
     result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,6 +51,7 @@ def test_same_seed_gives_identical_metrics(uninterrupted, data_dir, tmp_path):
     assert again["versions"]["torch"].startswith("2.11") and again["seed"] == 3
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_to_the_same_result(uninterrupted, data_dir, tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "emotion_lightning.train", *train_overrides(data_dir, tmp_path / "cache", run_dir)]
@@ -72,6 +74,7 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(uninterrupted, dat
     assert stable(resumed) == stable(uninterrupted)
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(data_dir, tmp_path):
     result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"), "ckpt_path=last")
     assert result.returncode != 0
@@ -177,6 +180,7 @@ def test_fuzzed_files_either_load_or_raise_audio_error(tmp_path):
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow
 def test_unknown_model_name_lists_the_available_ones(tmp_path):
     result = run_train("model=resnett", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0

@@ -9,12 +9,12 @@ from hydra.utils import instantiate
 from emotion_lightning.data.corpora import Ravdess
 from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import SpeakerIndependentSplit
-from emotion_lightning.features import LogMelFrontend, SpecAugment
-from emotion_lightning.module import EmotionClassifier
+from emotion_lightning.models.features import LogMelFrontend, SpecAugment
+from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.models.cnn import SimpleCNN
-from emotion_lightning.robustness import AddNoise, Chain, ClipContext, Codec, Gain, Resample, power, snr_db
-from emotion_lightning.taxonomy import EMOTIONS
-from test_corpora import emotion_map
+from emotion_lightning.data.transforms import AddNoise, Chain, ClipContext, Codec, Gain, Resample, power, snr_db
+from emotion_lightning.data.taxonomy import EMOTIONS
+from tests.helpers.configs import emotion_map
 
 RATE = 16000
 
@@ -190,8 +190,8 @@ def test_spec_augment_masks_bands_in_training_only():
 
 def test_training_with_spec_augment_and_mixup_still_learns():
     torch.manual_seed(0)
-    model = EmotionClassifier(SimpleCNN(num_classes=4), classes=list("abcd"), frontend=LogMelFrontend())
-    model.set_augmentation(SpecAugment(), mixup_alpha=0.2)
+    model = EmotionClassifier(SimpleCNN(num_classes=4), classes=list("abcd"), frontend=LogMelFrontend(),
+                              spec_augment=SpecAugment(), mixup_alpha=0.2)
     t = torch.arange(8000) / 16000
     labels = torch.arange(4).repeat(4)
     waveform = torch.sin(2 * torch.pi * 200 * (1 + labels[:, None]) * t) * 0.3 + 0.01 * torch.randn(16, 8000)
@@ -209,11 +209,10 @@ def test_training_with_spec_augment_and_mixup_still_learns():
 
 def test_augmentation_settings_that_cannot_apply_are_refused():
     from emotion_lightning.models.waveform_cnn import WaveformCNN
-    model = EmotionClassifier(WaveformCNN(num_classes=4), classes=list("abcd"))
     with pytest.raises(ValueError, match="no log-mel front-end"):
-        model.set_augmentation(SpecAugment())
+        EmotionClassifier(WaveformCNN(num_classes=4), classes=list("abcd"), spec_augment=SpecAugment())
     with pytest.raises(ValueError, match="mixup_alpha"):
-        model.set_augmentation(None, mixup_alpha=-1)
+        EmotionClassifier(WaveformCNN(num_classes=4), classes=list("abcd"), mixup_alpha=-1)
     with pytest.raises(ValueError, match="kind="):
         AddNoise("brown")
     with pytest.raises(ValueError, match="p=2"):
@@ -221,16 +220,16 @@ def test_augmentation_settings_that_cannot_apply_are_refused():
 
 
 def test_train_wires_augmentation_to_training_clips_and_the_condition_to_test_clips(compose_train, data_dir, tmp_path):
-    from emotion_lightning.train import augment_model, condition_facts, prepare_data
+    from emotion_lightning.training.build import build_datamodule, build_model
+    from emotion_lightning.training.run_facts import condition_facts
 
     cfg = compose_train(["augment=full", "robustness=noise_babble", f"paths.data_dir={data_dir}",
                          f"paths.cache_dir={tmp_path}/cache"])
-    datamodule = prepare_data(cfg)
+    datamodule = build_datamodule(cfg)
     train_chain, test_chain = datamodule.datasets["train"].transform, datamodule.datasets["test"].transform
     assert [type(t).__name__ for t in train_chain.transforms] == ["AddNoise", "Gain", "Resample", "Codec"]
     assert [(type(t).__name__, t.kind, t.snr_db) for t in test_chain.transforms] == [("AddNoise", "babble", 10)]
     assert datamodule.datasets["val"].transform is None and datamodule.datasets["test"].transform_seed == 0
     assert condition_facts(cfg) == {"condition": "noise_babble_10dB", "snr_db": 10, "augment": "full"}
-    svm = compose_train(["model=svm", "augment=waveform"])
     with pytest.raises(ValueError, match="augment=waveform needs a model trained by gradient descent"):
-        augment_model(instantiate(svm.model), svm.augment)
+        build_model(compose_train(["model=svm", "augment=waveform"]))

@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 import uvicorn
 
-import emotion_lightning.audio as audio
-from emotion_lightning.predictor import EmotionPredictor
-from emotion_lightning.serve import create_app
-from fixture_audio import tone
+import emotion_lightning.data.audio as audio
+from emotion_lightning.inference.predictor import EmotionPredictor
+from emotion_lightning.inference.app import create_app
+from tests.helpers.audio import tone
 
 MAX_UPLOAD_MB, MAX_SECONDS = 0.5, 10
 
@@ -106,7 +106,7 @@ def compose(name: str, overrides: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from conftest import CONF_DIR
+    from tests.helpers.configs import CONF_DIR
 
     GlobalHydra.instance().clear()
     try:
@@ -119,7 +119,7 @@ def compose(name: str, overrides: list[str]):
 def test_serve_and_export_configs_build_what_the_commands_run(trained_checkpoint):
     from fastapi.testclient import TestClient
 
-    from emotion_lightning.predict import predictor_from_config
+    from emotion_lightning.inference.predictor import predictor_from_config
 
     cfg = compose("serve", [f"ckpt={trained_checkpoint}", "max_upload_mb=1", "hop_seconds=1.0"])
     assert (cfg.host, cfg.port, cfg.backend, cfg.device, cfg.max_seconds) == ("127.0.0.1", 8000, "torch", "cpu", 600)

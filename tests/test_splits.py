@@ -3,19 +3,7 @@ import pandas as pd
 import pytest
 
 from emotion_lightning.data.splits import RandomSplit, SpeakerIndependentSplit, check_speaker_disjoint, summary
-
-
-def toy_manifest(speakers_per_corpus=None, clips_per_speaker_emotion=5) -> pd.DataFrame:
-    speakers_per_corpus = speakers_per_corpus or {"ravdess": 24}
-    rows = []
-    for corpus, n in speakers_per_corpus.items():
-        for s in range(1, n + 1):
-            for emotion in ["neutral", "happy", "sad", "angry"]:
-                for k in range(clips_per_speaker_emotion):
-                    rows.append({"path": f"{corpus}/{s}/{emotion}/{k}.wav", "corpus": corpus,
-                                 "speaker": f"{corpus}:{s:02d}", "gender": "male" if s % 2 else "female",
-                                 "emotion": emotion})
-    return pd.DataFrame(rows)
+from tests.helpers.configs import toy_manifest
 
 
 def test_random_split_is_stratified_80_10_10_and_seeded():

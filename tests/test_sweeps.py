@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emotion_lightning.resolvers import job_device
+from emotion_lightning.training.resolvers import job_device
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = ["model=resnet,lstm", "robustness=clean,volume"]  # 2 models x 2 test conditions: 4 jobs
@@ -76,6 +76,7 @@ def test_job_device_is_round_robin_over_visible_gpus_else_cpu():
         job_device("device", job=0, gpus=0)
 
 
+@pytest.mark.slow
 def test_parallel_sweep_runs_every_combination_through_the_joblib_launcher(tiny_sweep):
     sweep, _ = tiny_sweep
     jobs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
@@ -87,6 +88,7 @@ def test_parallel_sweep_runs_every_combination_through_the_joblib_launcher(tiny_
     assert "JoblibLauncher" in (sweep / "multirun.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_sweep):
     sweep, report = tiny_sweep
     jobs = pd.read_csv(report / "jobs.csv")
@@ -114,6 +116,7 @@ def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_swe
     assert "src='http" not in page and "<link" not in page  # self-contained: nothing fetched
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_are_named_tagged_grouped_and_carry_metrics(tiny_sweep):
     sweep, _ = tiny_sweep
     for metrics_path in sweep.glob("*/metrics.json"):
@@ -134,6 +137,7 @@ def test_wandb_offline_runs_are_named_tagged_grouped_and_carry_metrics(tiny_swee
         assert any(r.WhichOneof("record_type") == "artifact" for r in records)
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_module("emotion_lightning.train", "-m", "model=svm", "split.test_fraction=1.5,0.15",
@@ -151,6 +155,7 @@ def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_pat
     assert "## Failed jobs" in (tmp_path / "report" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_ddp_trains_one_job_in_two_cpu_processes(data_dir, tmp_path):
     result = run_module("emotion_lightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                         *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", "logger=csv")
@@ -172,8 +177,23 @@ def test_launcher_and_sweeper_configs_compose(compose_train):
                                   "model.network.blocks_per_stage", "data.batch_size"}
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("seeds_*.yaml")), ids=lambda p: p.stem)
-def test_every_seeds_experiment_names_its_table_row_and_its_command(path):
+TABLE_ROWS = sorted((REPO / "experiments").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", TABLE_ROWS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_table_row_names_its_table_row_and_its_command_and_shares_a_recipe(path):
+    name = f"{path.parent.name}/{path.stem}"
     header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
-    assert "Reproduces" in header and "row" in header, path.name
-    assert f"experiment={path.stem}" in header, path.name
+    assert "Reproduces" in header and "row" in header, name
+    assert f"experiment={name}" in header, name
+    assert "override /recipe:" in path.read_text(), f"{name}: take the training recipe from conf/recipe/"
+
+
+def test_table_rows_are_grouped_by_table_and_compose_with_their_recipe(compose_train):
+    assert {p.parent.name for p in TABLE_ROWS} == {"best_results", "speaker_independent", "cross_corpus", "robustness"}
+    row = compose_train(["experiment=speaker_independent/wav2vec2"])
+    assert row.model.optimizer._target_ == "torch.optim.AdamW" and row.model.optimizer.lr == 1e-4
+    assert (row.data.batch_size, row.trainer.max_epochs, row.callbacks.early_stopping.patience) == (8, 20, 3)
+    cross = compose_train(["experiment=cross_corpus/crema_d_to_tess_resnet"])
+    assert (cross.data.batch_size, cross.trainer.max_epochs, cross.callbacks.early_stopping.patience) == (16, 30, 5)
+    assert list(cross.split.test_corpora) == ["tess"] and "surprised" not in cross.data.classes

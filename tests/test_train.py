@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.training import REPO, run_train
 
-
-def run_train(*overrides, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "emotion_lightning.train", *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+pytestmark = pytest.mark.slow  # every test here runs a command in a subprocess
 
 
 @pytest.fixture(scope="module")

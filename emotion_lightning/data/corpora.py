@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion_lightning.audio import find_audio_files
-from emotion_lightning.taxonomy import check_emotion_map
+from emotion_lightning.data.audio import find_audio_files
+from emotion_lightning.data.taxonomy import check_emotion_map
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from emotion_lightning.data.corpora import Corpus
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
 from emotion_lightning.data.waveform_cache import WaveformCache
-from emotion_lightning.robustness import Chain, ClipContext
+from emotion_lightning.data.transforms import Chain, ClipContext
 
 log = logging.getLogger(__name__)
 

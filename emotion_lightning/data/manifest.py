@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emotion_lightning.atomic import atomic_path
-from emotion_lightning.audio import AudioError, probe
+from emotion_lightning.data.atomic import atomic_path
+from emotion_lightning.data.audio import AudioError, probe
 from emotion_lightning.data.corpora import Corpus
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from emotion_lightning.atomic import atomic_path, write_text
-from emotion_lightning.audio import AudioError, load
+from emotion_lightning.data.atomic import atomic_path, write_text
+from emotion_lightning.data.audio import AudioError, load
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Networks: each takes the front-end's output and returns class logits."""
+"""The LightningModule, feature front-ends, networks, pretrained encoders, classical baselines, ensembles."""

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from emotion_lightning.module import EmotionClassifier
+from emotion_lightning.models.module import EmotionClassifier
 
 
 class ProbabilityMean(nn.Module):
@@ -23,8 +23,12 @@ class ProbabilityMean(nn.Module):
 
 
 def build_ensemble(checkpoints: list[str], weights: list[float] | None = None, name: str = "ensemble",
-                   classes: list[str] | None = None) -> EmotionClassifier:
-    """An EmotionClassifier over trained checkpoints; it is tested, never trained."""
+                   classes: list[str] | None = None, run_config: dict | None = None,
+                   spec_augment=None, mixup_alpha: float | None = None) -> EmotionClassifier:
+    """An EmotionClassifier over trained checkpoints; it is tested, never trained (so never augmented)."""
+    if spec_augment is not None or mixup_alpha is not None:
+        raise ValueError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
+                         f"by gradient descent; an ensemble of checkpoints is only tested (use augment=none)")
     if not checkpoints or len(checkpoints) < 2:
         raise ValueError("model.checkpoints: list at least two trained checkpoints (.ckpt) to ensemble")
     members = [EmotionClassifier.from_checkpoint(path) for path in checkpoints]
@@ -34,6 +38,7 @@ def build_ensemble(checkpoints: list[str], weights: list[float] | None = None, n
         raise ValueError(f"model.checkpoints: members differ in classes {member_classes} or audio settings {audio}")
     if classes is not None and list(classes) != members[0].classes:
         raise ValueError(f"data.classes {list(classes)} differ from the checkpoints' classes {members[0].classes}")
-    ensemble = EmotionClassifier(ProbabilityMean(members, weights), classes=members[0].classes, name=name)
+    ensemble = EmotionClassifier(ProbabilityMean(members, weights), classes=members[0].classes, name=name,
+                                 run_config=run_config)
     ensemble.trainable = False
     return ensemble.eval()

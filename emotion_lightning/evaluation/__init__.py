@@ -1,0 +1,1 @@
+"""Metrics, per-group breakdowns, aggregation over runs, reports and plots."""

@@ -1,0 +1,1 @@
+"""Predictor, recording windows, export to ONNX/TorchScript, and the HTTP app."""

@@ -1,0 +1,143 @@
+"""The LightningModule: front-end + network, cross-entropy, optimiser and scheduler, metrics."""
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
+from emotion_lightning.models.random_state import random_states, restore_random_states
+
+
+class EmotionClassifier(L.LightningModule):
+    """Waveform batch -> logits over `classes`.
+
+    `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) completed with the parameters and
+    the optimiser. `class_weighting='balanced'` weights the loss by inverse training-class frequency;
+    the weights come from the DataModule through `set_class_weights`. `spec_augment` (masks on the
+    front-end's log-mels) and `mixup_alpha` (blending pairs of clips) act in training steps only.
+    `run_config`, the resolved run config, is saved into checkpoints so eval and predict can rebuild this
+    module (and its audio settings) without Hydra.
+    """
+
+    def __init__(self, network: nn.Module, classes: list[str], frontend: nn.Module | None = None,
+                 optimizer: partial = partial(torch.optim.Adam, lr=1e-3), scheduler: partial | None = None,
+                 class_weighting: str = "none", monitor: str = "val_ua", name: str = "model",
+                 spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0, run_config: dict | None = None):
+        super().__init__()
+        if class_weighting not in ("none", "balanced"):
+            raise ValueError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
+        if spec_augment is not None and frontend is None:
+            raise ValueError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
+                             "(it reads the waveform); use augment=waveform or augment=mixup for it")
+        if mixup_alpha < 0:
+            raise ValueError(f"augment.mixup_alpha={mixup_alpha} must be >= 0 (0 turns mixup off)")
+        self.frontend = frontend if frontend is not None else nn.Identity()
+        self.network = network
+        self.classes = list(classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.class_weighting, self.monitor, self.name = class_weighting, monitor, name
+        self.register_buffer("class_weights", torch.ones(len(self.classes)))
+        self.run_config = run_config
+        num_classes = len(self.classes)
+        self.val_metrics = MetricCollection({
+            "wa": MulticlassAccuracy(num_classes, average="micro"),
+            "ua": MulticlassAccuracy(num_classes, average="macro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+        }, prefix="val_")
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (predicted, true) per batch
+        self.test_results: dict | None = None
+        self.trainable = True  # an ensemble of trained checkpoints is only tested
+        self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        if self.class_weighting == "balanced":
+            self.class_weights.copy_(weights)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.network(self.frontend(waveform))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, weight=self.class_weights)
+
+    def training_step(self, batch, batch_index):
+        waveform, labels = batch
+        mix, partner = 1.0, None
+        if self.mixup_alpha > 0:  # mixup (Zhang et al., 2018): blend pairs of clips and their targets alike
+            mix = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+            partner = torch.randperm(len(labels), device=labels.device)
+            waveform = mix * waveform + (1 - mix) * waveform[partner]
+        features = self.frontend(waveform)
+        if self.spec_augment is not None:
+            features = self.spec_augment(features)
+        logits = self.network(features)
+        loss = self._loss(logits, labels)
+        if partner is not None:
+            loss = mix * loss + (1 - mix) * self._loss(logits, labels[partner])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        waveform, labels = batch
+        logits = self(waveform)
+        self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels))
+        self.val_metrics.update(logits, labels)
+
+    def on_validation_epoch_end(self):
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_index):
+        waveform, labels = batch
+        self._test_outputs.append((self(waveform).argmax(dim=1), labels))
+
+    def on_test_epoch_end(self):
+        predicted = torch.cat([p for p, _ in self._test_outputs]) if self._test_outputs else torch.zeros(0, dtype=torch.long)
+        true = torch.cat([t for _, t in self._test_outputs]) if self._test_outputs else torch.zeros(0, dtype=torch.long)
+        self._test_outputs = []
+        if self.trainer.world_size > 1:  # every process scores the whole test set (samplers shard and pad it)
+            predicted, true = self.all_gather(predicted).flatten(), self.all_gather(true).flatten()
+        confusion = confusion_matrix(true.cpu().numpy(), predicted.cpu().numpy(), len(self.classes))
+        results = metrics_from_confusion(confusion, self.classes)
+        self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")}, sync_dist=False)
+        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted.cpu().numpy()}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["run_config"] = self.run_config
+        checkpoint["classes"] = self.classes
+        checkpoint["random_states"] = random_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "random_states" in checkpoint:
+            restore_random_states(checkpoint["random_states"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "EmotionClassifier":
+        """Rebuild a trained classifier from a checkpoint written by `emotion_lightning.train`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        run_config = checkpoint.get("run_config") if isinstance(checkpoint, dict) else None
+        if not run_config:
+            raise ValueError(f"{path} was not written by emotion_lightning.train (it has no run_config)")
+        model = instantiate(run_config["model"], _partial_=True)(run_config=run_config)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()

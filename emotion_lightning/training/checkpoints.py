@@ -1,0 +1,31 @@
+"""Checkpoints that survive a killed process (whole files only), and which one a run resumes from."""
+
+from pathlib import Path
+
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from emotion_lightning.data.atomic import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temporary file and a rename: a process killed while
+    saving leaves the previous checkpoint intact instead of a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        with atomic_path(path) as temporary:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+
+
+def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: an explicit path, 'last' (this run dir's last.ckpt, which must
+    exist), or, when none is given, this run dir's last.ckpt if an earlier attempt left one."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last":
+        if not last.is_file():
+            raise FileNotFoundError(f"ckpt_path=last: {last} does not exist; pass hydra.run.dir=<the run dir to resume>")
+        return str(last)
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        return str(ckpt_path)
+    return str(last) if last.is_file() else None

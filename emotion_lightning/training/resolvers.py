@@ -1,0 +1,55 @@
+"""Config values only the running job knows: which device it gets in a sweep, and which sweep it is in.
+
+    ${job_device:accelerator}  ${job_device:devices}  ${job_device:precision}   (conf/trainer/auto.yaml)
+    ${sweep_name:}                                                              (conf/logger/wandb.yaml)
+    ${len:${data.classes}}                                                      (conf/model/*.yaml)
+"""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def job_number() -> int:
+    """This job's number in a multirun (0 for a single run or outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 0
+    return int(HydraConfig.get().job.num)
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def job_device(key: str, job: int | None = None, gpus: int | None = None):
+    """One device per job: GPU (job number mod visible GPUs), so parallel jobs share GPUs round-robin;
+    the CPU when no GPU is visible. `key` is the Trainer argument wanted: accelerator, devices or precision."""
+    job = job_number() if job is None else job
+    gpus = visible_gpus() if gpus is None else gpus
+    setting = ({"accelerator": "gpu", "devices": [job % gpus], "precision": "16-mixed"} if gpus
+               else {"accelerator": "cpu", "devices": 1, "precision": "32-true"})
+    if key not in setting:
+        raise ValueError(f"${{job_device:{key}}}: the key must be one of {sorted(setting)}")
+    return setting[key]
+
+
+def sweep_name() -> str | None:
+    """The multirun folder's name (groups a sweep's runs in W&B); None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def register() -> None:
+    # `${len:${data.classes}}` lets model configs size their output layer from the data config.
+    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules: fixture corpora and clips, training runs, small configs."""
