@@ -95,6 +95,42 @@ def test_file_split_missing_file_names_the_setting(tmp_path):
         FileSplit(str(tmp_path / "nope.csv")).assign(file_manifest())
 
 
+def emobox_line(actor: int, emotion_code: str, emo: str) -> str:
+    name = f"03-01-{emotion_code}-01-01-01-{actor:02d}"
+    return json.dumps({"key": f"ravdess-{name}", "dataset": "ravdess", "type": "raw", "sample_rate": 48000,
+                       "wav": f"downloads/ravdess/audio/Audio_Speech_Actors_01-24/Actor_{actor:02d}/{name}.wav",
+                       "emo": emo, "channel": 1})
+
+
+def test_file_split_reads_emobox_fold_files_matching_wav_ids_to_flac_and_carves_val_by_speaker(tmp_path):
+    actors = range(1, 11)
+    manifest = pd.DataFrame([{"path": f"/here/ravdess/Audio_Speech_Actors_01-24/Actor_{a:02d}/03-01-{code}-01-01-01-{a:02d}.flac",
+                              "corpus": "ravdess", "speaker": f"ravdess:{a:02d}", "gender": "male" if a % 2 else "female",
+                              "emotion": emotion} for a in actors for code, emotion in (("01", "neutral"), ("05", "angry"))])
+    train, test = tmp_path / "ravdess_train_fold_1.jsonl", tmp_path / "ravdess_test_fold_1.jsonl"
+    train.write_text("\n".join(emobox_line(a, c, e) for a in actors[2:] for c, e in (("01", "Neutral"), ("05", "Angry"))))
+    test.write_text("\n".join(emobox_line(a, c, e) for a in actors[:2] for c, e in (("01", "Neutral"), ("05", "Angry"))))
+    split = FileSplit(train=str(train), test=str(test), val_fraction=0.25, seed=0)
+    assignment = split.assign(manifest)
+    speakers = manifest["speaker"].to_numpy()
+    assert set(speakers[assignment == "test"]) == {"ravdess:01", "ravdess:02"}
+    val = set(speakers[assignment == "val"])
+    assert len(val) == 2 and not val & {"ravdess:01", "ravdess:02"}
+    assert {int(s[-2:]) % 2 for s in val} == {0, 1}  # one speaker of each gender
+    assert (assignment == "train").sum() == 12 and (assignment != "unused").all()
+    check_speaker_disjoint(manifest, assignment)
+    np.testing.assert_array_equal(assignment, FileSplit(train=str(train), test=str(test), val_fraction=0.25).assign(manifest))
+    with pytest.raises(ValueError, match="listed in two different parts"):
+        FileSplit(train=str(train), test=str(train)).assign(manifest)
+
+
+def test_file_split_needs_one_kind_of_file_setting(tmp_path):
+    with pytest.raises(ValueError, match="split.path .* or split.train and split.test"):
+        FileSplit()
+    with pytest.raises(ValueError, match="split.train and split.test are both needed"):
+        FileSplit(train="a.jsonl")
+
+
 def test_breakdowns_per_speaker_and_gender():
     rows = pd.DataFrame({"corpus": ["r"] * 4, "speaker": ["a", "a", "b", "b"], "gender": ["male", "male", "female", "female"],
                          "intensity": ["normal", "strong", "normal", ""]})

@@ -182,56 +182,127 @@ class CrossCorpusSplit:
         return assignment
 
 
+def clip_id(path: str) -> list[str]:
+    """A path's components with the extension dropped from the last: clips are matched on their ID, so a
+    listed `x.wav` finds the `x.flac` stored here."""
+    parts = Path(str(path)).as_posix().lstrip("./").split("/")
+    parts[-1] = Path(parts[-1]).stem
+    return parts
+
+
 class FileSplit:
-    """Membership read from a user's file (CSV with columns `file,part` or JSON lines with those keys),
-    e.g. a published benchmark partition. `file` is matched against the end of each clip's path, so a
-    bare name, `Actor_01/03-01-...wav` or a full path all work; part is train, val or test. Clips the file
-    does not list are left out; a listed file missing from the data is an error."""
+    """Membership read from files, e.g. a published benchmark partition. Either
+
+    - `path`: one table listing each clip's part (CSV with columns `file,part`, or JSON lines with those
+      keys; what every run dir's split.csv holds), or
+    - `train`, `test` and optionally `val`: one file per part listing its clips (CSV with a `file` column, or
+      JSON lines with `file` or `wav` per line: EmoBox's published fold files as they are). Without a val
+      file, val is carved from train by whole speakers (`val_fraction` of each corpus's training speakers,
+      genders alternating, drawn with `seed`).
+
+    A listed clip is matched on the end of its path without the extension (the clip's ID), so a bare name,
+    `Actor_01/03-01-...wav` or another machine's full path all work. Clips not listed are left out; a
+    listed clip missing from the data is an error.
+    """
 
     speaker_disjoint = False
 
-    def __init__(self, path: str, check_speakers: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | None = None, check_speakers: bool = False, train: str | None = None,
+                 val: str | None = None, test: str | None = None, val_fraction: float = 0.2, seed: int = 0):
+        per_part = {"train": train, "val": val, "test": test}
+        if (path is None) == (train is None and test is None):
+            raise ValueError("split=file: give split.path (one file with a part column) or split.train and "
+                             "split.test (one file per part), not both")
+        if path is None and (train is None or test is None):
+            raise ValueError("split=file: split.train and split.test are both needed (split.val is optional)")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"split.val_fraction={val_fraction} must be in (0, 1)")
+        self.path = Path(path) if path else None
+        self.part_files = {part: Path(f) for part, f in per_part.items() if f}
+        self.val_fraction, self.seed = val_fraction, seed
         self.speaker_disjoint = check_speakers
 
-    def read(self) -> pd.DataFrame:
-        if not self.path.is_file():
-            raise FileNotFoundError(f"split.path={self.path} does not exist; give a CSV (file,part) or JSON-lines file")
-        if self.path.suffix.lower() in (".jsonl", ".json"):
-            table = pd.read_json(self.path, lines=True, dtype=str)
+    @staticmethod
+    def _read_table(path: Path, setting: str) -> pd.DataFrame:
+        if not path.is_file():
+            raise FileNotFoundError(f"{setting}={path} does not exist; give a CSV or JSON-lines file")
+        if path.suffix.lower() in (".jsonl", ".json"):
+            table = pd.read_json(path, lines=True, dtype=str)
         else:
-            table = pd.read_csv(self.path, dtype=str, keep_default_na=False)
-        if not {"file", "part"} <= set(table.columns):
-            raise ValueError(f"{self.path}: needs columns 'file' and 'part', found {list(table.columns)}")
-        bad = sorted(set(table["part"]) - set(PARTS))
-        if bad:
-            raise ValueError(f"{self.path}: part values {bad} are not train, val or test")
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "file" not in table.columns and "wav" in table.columns:  # EmoBox names the audio path `wav`
+            table = table.rename(columns={"wav": "file"})
         return table
+
+    def read(self) -> pd.DataFrame:
+        """The listed clips with their part: columns `file`, `part`."""
+        if self.path is not None:
+            table = self._read_table(self.path, "split.path")
+            if not {"file", "part"} <= set(table.columns):
+                raise ValueError(f"{self.path}: needs columns 'file' and 'part', found {list(table.columns)}")
+            bad = sorted(set(table["part"]) - set(PARTS))
+            if bad:
+                raise ValueError(f"{self.path}: part values {bad} are not train, val or test")
+            return table
+        tables = []
+        for part, path in self.part_files.items():
+            table = self._read_table(path, f"split.{part}")
+            if "file" not in table.columns:
+                raise ValueError(f"{path}: needs a 'file' (or EmoBox's 'wav') column, found {list(table.columns)}")
+            tables.append(pd.DataFrame({"file": table["file"], "part": part}))
+        return pd.concat(tables, ignore_index=True)
 
     def assign(self, manifest: pd.DataFrame) -> np.ndarray:
         table = self.read()
-        paths = manifest["path"].map(lambda p: Path(p).as_posix())
-        by_suffix: dict[str, list[int]] = {}
-        for row, path in enumerate(paths):
-            parts = path.split("/")
+        source = self.path or ", ".join(str(p) for p in self.part_files.values())
+        by_key: dict[str, list[int]] = {}
+        for row, path in enumerate(manifest["path"]):
+            parts = clip_id(path)
             for depth in range(1, len(parts) + 1):
-                by_suffix.setdefault("/".join(parts[-depth:]), []).append(row)
+                by_key.setdefault("/".join(parts[-depth:]), []).append(row)
         assignment = np.full(len(manifest), "unused", dtype=object)
-        missing, ambiguous = [], []
+        missing, ambiguous, twice = [], [], []
         for entry, part in zip(table["file"], table["part"]):
-            rows = by_suffix.get(Path(entry).as_posix().lstrip("./"), [])
+            parts, rows = clip_id(entry), []
+            # The shortest end of the listed path that names exactly one clip (longer ends may differ in the
+            # folders above the corpus, e.g. a benchmark's download folder).
+            for depth in range(1, len(parts) + 1):
+                rows = by_key.get("/".join(parts[-depth:]), [])
+                if len(rows) <= 1:
+                    break
             if not rows:
                 missing.append(entry)
             elif len(rows) > 1:
                 ambiguous.append(entry)
+            elif assignment[rows[0]] not in ("unused", part):
+                twice.append(entry)
             else:
                 assignment[rows[0]] = part
         if missing:
-            raise ValueError(f"{self.path}: {len(missing)} listed file(s) are not in the data, e.g. {missing[:5]}; "
+            raise ValueError(f"{source}: {len(missing)} listed file(s) are not in the data, e.g. {missing[:5]}; "
                              "check paths.data_dir and the file names")
         if ambiguous:
-            raise ValueError(f"{self.path}: {ambiguous[:5]} match several clips; list a longer part of the path")
+            raise ValueError(f"{source}: {ambiguous[:5]} match several clips; list a longer part of the path")
+        if twice:
+            raise ValueError(f"{source}: {twice[:5]} are listed in two different parts")
+        if self.path is None and "val" not in self.part_files:
+            assignment = self._carve_val(manifest, assignment)
         return assignment
+
+    def _carve_val(self, manifest: pd.DataFrame, assignment: np.ndarray) -> np.ndarray:
+        """Move whole training speakers (per corpus, genders alternating) to val."""
+        rng = np.random.default_rng(self.seed)
+        train = manifest[assignment == "train"]
+        val_speakers = set()
+        for corpus, rows in train.groupby("corpus", sort=True):
+            order = gender_interleaved_speakers(rows, rng)
+            if len(order) < 2:
+                raise ValueError(f"split=file: corpus {corpus} has {len(order)} training speaker(s), too few to "
+                                 "carve a val part from; give split.val")
+            val_speakers.update(order[:max(1, round(self.val_fraction * len(order)))])
+        carved = assignment.copy()
+        carved[(assignment == "train") & manifest["speaker"].isin(val_speakers).to_numpy()] = "val"
+        return carved
 
 
 def check_speaker_disjoint(manifest: pd.DataFrame, assignment: np.ndarray) -> None:
