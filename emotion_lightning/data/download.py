@@ -36,8 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-# TODO: moves to emotion_lightning.data.atomic with the package restructuring.
-from emotion_lightning.atomic import write_text
+from emotion_lightning.data.atomic import write_text
 
 log = logging.getLogger(__name__)
 
