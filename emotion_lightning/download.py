@@ -1,4 +1,5 @@
-"""Download corpora: `python -m emotion_lightning.download corpus=ravdess|crema_d|tess|all [data_dir=...]`.
+"""Download corpora: `emotion-lightning download ravdess|crema_d|tess|all [data_dir=...]`
+(or `python -m emotion_lightning.download corpus=NAME ...`).
 
 Prints each corpus's license and citation, then downloads, verifies and unpacks it into DATA_DIR in the layout
 the loader reads (see emotion_lightning/data/download.py). A failed download prints one message saying what
@@ -12,7 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lightning.data.download import DownloadError, download
+from emotion_lightning.data.download import download
+from emotion_lightning.training.commands import command
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,21 @@ def run(cfg: DictConfig) -> dict[str, int]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="download")
-def main(cfg: DictConfig) -> None:
-    try:
+def hydra_main(cfg: DictConfig) -> None:
+    with command():
         run(cfg)
-    except DownloadError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+
+
+def corpus_shorthand(argv: list[str]) -> list[str]:
+    """`download ravdess ...` is short for `download corpus=ravdess ...` (the first argument, if it is a bare name)."""
+    if argv and "=" not in argv[0] and not argv[0].startswith("-"):
+        return [f"corpus={argv[0]}", *argv[1:]]
+    return argv
+
+
+def main() -> None:
+    sys.argv[1:] = corpus_shorthand(sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import wave
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -476,3 +477,20 @@ def test_the_command_reports_an_expected_error_in_one_message_without_traceback(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: cannot reach {url}") and str(tmp_path / "ravdess") in result.stderr
+
+
+def test_a_connection_that_times_out_is_unreachable_at_once_not_retried():
+    """A network that drops packets: say so after one timeout instead of retrying for minutes."""
+    url = "https://zenodo.org/api/records/1188976"
+    connect = dl._classify(url, urllib.error.URLError(socket.timeout("timed out")), "unzip it by hand")
+    assert isinstance(connect, dl.UnreachableError) and "unzip it by hand" in str(connect)
+    assert isinstance(dl._classify(url, TimeoutError("read timed out"), ""), dl._Retryable)  # mid-transfer: retry
+
+
+def test_a_corpus_installed_by_hand_in_another_format_is_not_downloaded_again(tmp_path):
+    """This project's machines keep RAVDESS as FLAC: found, so `make data` needs no network there."""
+    actor = tmp_path / "ravdess" / "Audio_Speech_Actors_01-24" / "Actor_01"
+    actor.mkdir(parents=True)
+    for i in range(3):
+        (actor / f"03-01-0{i + 1}-01-01-01-01.flac").write_bytes(b"fLaC")
+    assert dl._already_installed("ravdess", tmp_path / "ravdess", expected=3)

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -36,7 +35,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from emotion_lightning.data.atomic import write_text
+from emotion_lightning.data.atomic import temporary_dir, write_text
+from emotion_lightning.data.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ USER_AGENT = "emotion-lightning-downloader"
 LFS_POINTER_PREFIX = b"version https://git-lfs"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UsageError, RuntimeError):
     """A download that cannot complete; the message names the URL or file and what to do about it."""
 
 
@@ -164,7 +164,10 @@ def _classify(url: str, error: BaseException, manual: str) -> Exception:
         return DownloadError(f"{url} answered HTTP {error.code} {error.reason}; check the URL setting "
                              f"(a mirror must serve the same paths).")
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    if isinstance(reason, (ConnectionRefusedError, socket.gaierror)) or (
+    # A URLError wrapping a timeout is a connection never made (a read timeout arrives unwrapped): a network that
+    # drops packets, where retrying would only make the command hang for minutes before saying so.
+    connect_timeout = isinstance(error, urllib.error.URLError) and isinstance(reason, (TimeoutError, socket.timeout))
+    if connect_timeout or isinstance(reason, (ConnectionRefusedError, socket.gaierror)) or (
             isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH,
                                                              errno.ECONNREFUSED)):
         return _unreachable(url, reason, manual)
@@ -350,7 +353,11 @@ def _already_installed(name: str, root: Path, expected: int) -> bool:
         log.info("%s: %d files already installed and verified in %s; nothing to download", name, expected, root)
         return True
     if read_marker(root) is None and root.is_dir():
-        found = sum(1 for path in root.rglob("*.wav") if path.is_file())
+        # Any format the loader reads counts (this project's machines keep RAVDESS as FLAC); imported here so
+        # that this module itself needs no audio libraries.
+        from emotion_lightning.data.audio import find_audio_files
+
+        found = len(find_audio_files(root))
         if found >= expected:
             log.info("%s: found %d clips in %s (installed by hand); nothing to download", name, found, root)
             return True
@@ -537,7 +544,7 @@ class Ravdess:
         rename it onto `target`; returns {path relative to the corpus root: size}."""
         for stale in data_dir.glob(".ravdess-unpack-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=".ravdess-unpack-", dir=data_dir))
+        staging = temporary_dir(data_dir, prefix=".ravdess-unpack-")  # not mkdtemp: its 0700 would stick
         try:
             try:
                 with zipfile.ZipFile(zip_path) as archive:
