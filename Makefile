@@ -3,10 +3,16 @@ PYTHON ?= python
 BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
 BENCH_MODELS_DIR ?= $(or $(EMOTION_MODELS_DIR),../shared/models)
 
-.PHONY: install train test test-fast bench bench-inference clean
+.PHONY: install data train test test-fast bench bench-inference clean
 
-install:  ## the package and its dependencies (torch/torchaudio 2.11.0, Lightning, Hydra, ...)
+# `make data` downloads this corpus (ravdess, crema_d, tess or all) into the data dir.
+CORPUS ?= ravdess
+
+install:  ## the package, its dependencies (torch/torchaudio 2.11.0, Lightning, Hydra, ...) and the `emotion-lightning` command
 	$(PYTHON) -m pip install -e ".[test]"
+
+data:  ## download CORPUS (RAVDESS by default) into EMOTION_DATA_DIR, else data/; checks and skips what is already there
+	$(PYTHON) -m emotion_lightning.download corpus=$(CORPUS)
 
 train:  ## train and test the default model (ResNet, RAVDESS, speaker-independent) on EMOTION_DATA_DIR
 	$(PYTHON) -m emotion_lightning.train

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from emotion_lightning.evaluation.aggregate import write_aggregate
+from emotion_lightning.training.commands import command
 
 
 def main(argv=None) -> None:
@@ -19,9 +20,10 @@ def main(argv=None) -> None:
     parser.add_argument("folder", help="a run or multirun folder (searched recursively for metrics.json)")
     parser.add_argument("--out", help="where to write the tables (default: the folder)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out or args.folder)
-    print(write_aggregate(args.folder, out))
+    with command():
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        out = Path(args.out or args.folder)
+        print(write_aggregate(args.folder, out))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.evaluation.test_results import save_report, test_report
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
+from emotion_lightning.training.commands import command
 from emotion_lightning.training.run_facts import run_record
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    return evaluate(cfg)["test_ua"]
+    with command():
+        return evaluate(cfg)["test_ua"]
 
 
 if __name__ == "__main__":

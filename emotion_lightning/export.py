@@ -5,11 +5,13 @@ import hydra
 from omegaconf import DictConfig
 
 from emotion_lightning.inference.export import export
+from emotion_lightning.training.commands import command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    print(export(cfg.ckpt, cfg.format, cfg.output, cfg.opset))
+    with command():
+        print(export(cfg.ckpt, cfg.format, cfg.output, cfg.opset))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.inference.predictor import input_files, predictor_from_config
+from emotion_lightning.training.commands import command
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def predict(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    with command():
+        predict(cfg)
 
 
 if __name__ == "__main__":

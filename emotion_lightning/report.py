@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from emotion_lightning.evaluation.report import build_report
+from emotion_lightning.training.commands import command
 
 
 def main(argv=None) -> None:
@@ -17,10 +18,11 @@ def main(argv=None) -> None:
     parser.add_argument("folders", nargs="+", help="run or multirun folders (searched recursively)")
     parser.add_argument("--out", help="where to write the report (default: FIRST_FOLDER/report)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = Path(args.out or Path(args.folders[0]) / "report")
-    build_report(args.folders, out)
-    print((out / "report.md").read_text())
+    with command():
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        out = Path(args.out or Path(args.folders[0]) / "report")
+        build_report(args.folders, out)
+        print((out / "report.md").read_text())
 
 
 if __name__ == "__main__":

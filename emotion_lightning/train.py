@@ -8,9 +8,11 @@ import lightning as L
 from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
+from emotion_lightning.data.errors import UsageError
 from emotion_lightning.evaluation.test_results import save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model
+from emotion_lightning.training.commands import command
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
@@ -39,15 +41,18 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     # A failed job leaves failure.json and re-raises: Hydra's launchers still run the sweep's other jobs,
     # then the command exits non-zero with the first error, so a sweep with a failure never looks clean.
-    failed = True
-    try:
-        report = train(cfg)
-        failed = False
-    except Exception as error:
-        log.error("job failed; recorded in %s", record_failure(cfg.paths.output_dir, error))
-        raise
-    finally:
-        finish_wandb(failed)
+    # A UsageError (missing data, a bad setting) is also recorded, then shown as one message (training.commands).
+    with command():
+        failed = True
+        try:
+            report = train(cfg)
+            failed = False
+        except Exception as error:
+            recorded = record_failure(cfg.paths.output_dir, error)
+            (log.info if isinstance(error, UsageError) else log.error)("job failed; recorded in %s", recorded)
+            raise
+        finally:
+            finish_wandb(failed)
     # The validation score, for Hydra sweepers that optimise a value (e.g. Optuna): never tune on test.
     return report.get(f"best_{cfg.monitor}") or report["test_ua"]
 

@@ -76,3 +76,18 @@ def test_cache_key_depends_on_rate_and_file_contents(tmp_path):
     assert cache_key([str(path)], 22050) != key
     write_clip(path, "sad", seconds=0.7)
     assert cache_key([str(path)], 16000) != key
+
+
+def test_one_cache_for_every_spelling_of_the_same_files(tmp_path, monkeypatch):
+    """`../shared/data/...`, its absolute spelling and a symlinked folder are one set of files: one cache."""
+    data = tmp_path / "data"
+    path = write_clip(data / "a.wav", "happy")
+    (tmp_path / "link").symlink_to(data)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    spellings = [[str(path)], ["../data/a.wav"], [str(tmp_path / "link" / "a.wav")]]
+    assert len({cache_key(paths, 16000) for paths in spellings}) == 1
+    caches = [WaveformCache.open_or_build(paths, 16000, tmp_path / "cache") for paths in spellings]
+    assert len(list((tmp_path / "cache" / "waveforms").glob("*.f32"))) == 1
+    assert all(cache.paths == [str(path.resolve())] for cache in caches)

@@ -78,7 +78,7 @@ def test_combined_data_keeps_a_subset_of_corpora(compose_train, data_dir, tmp_pa
 def test_missing_data_says_where_to_put_it(compose_train, tmp_path):
     cfg = compose_train([f"paths.data_dir={tmp_path}/nothing-here"])
     datamodule = instantiate(cfg.data, split=instantiate(cfg.split))
-    with pytest.raises(DataNotFoundError, match=r"ravdess: expected under .*nothing-here/ravdess .*zenodo"):
+    with pytest.raises(DataNotFoundError, match=r"ravdess: expected under .*nothing-here/ravdess; install it there with `emotion-lightning download ravdess .*zenodo"):
         datamodule.setup()
 
 

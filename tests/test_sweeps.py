@@ -144,7 +144,7 @@ def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_pat
                         *quick(data_dir, tmp_path / "cache"), f"hydra.sweep.dir={sweep}")
     assert result.returncode != 0  # the command says something failed ...
     failure = json.loads((sweep / "0_svm_ravdess_speaker_independent_seed0" / "failure.json").read_text())
-    assert failure["error"].startswith("ValueError: split=speaker_independent: fractions leave no training speaker")
+    assert failure["error"].startswith("SettingError: split=speaker_independent: fractions leave no training speaker")
     assert "Traceback" in failure["traceback"] and "split.test_fraction=1.5" in failure["overrides"]
     assert (sweep / "1_svm_ravdess_speaker_independent_seed0" / "metrics.json").is_file()  # ... after the next job ran
     report = run_module("emotion_lightning.report", str(sweep), "--out", str(tmp_path / "report"))

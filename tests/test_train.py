@@ -62,7 +62,9 @@ def test_main_job_without_data_says_where_to_put_it(tmp_path):
     result = run_train(f"hydra.run.dir={tmp_path}/run", env=env, timeout=300)
     assert result.returncode != 0
     assert "No audio found for any configured corpus" in result.stderr
-    assert "zenodo.org/record/1188976" in result.stderr and "EMOTION_DATA_DIR" in result.stderr
+    assert "zenodo.org/records/1188976" in result.stderr and "EMOTION_DATA_DIR" in result.stderr
+    assert f"emotion-lightning download ravdess paths.data_dir={tmp_path / 'empty'}" in result.stderr
+    assert "\nerror: No audio found" in "\n" + result.stderr and "Traceback" not in result.stderr  # one message
 
 
 def run_eval(*overrides, timeout=300):

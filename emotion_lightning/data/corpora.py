@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotion_lightning.data.audio import find_audio_files
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.data.taxonomy import check_emotion_map
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ class Corpus:
     """A corpus on disk: where it is, how its names are parsed, how its emotions map to the taxonomy."""
 
     name = "corpus"
-    download_hint = ""
 
     def __init__(self, root: str | Path, emotion_map: dict):
-        self.root = Path(root)
+        # Resolved, so manifest rows (and the waveform cache keyed on them) are the same whichever way the data
+        # dir is spelled (`../shared/data`, its absolute path, a symlink).
+        self.root = Path(root).resolve()
         self.emotion_map = check_emotion_map(self.name, emotion_map)
 
     def audio_files(self) -> list[Path]:
@@ -59,15 +61,10 @@ class Ravdess(Corpus):
     statement, repetition, actor); odd actors are male."""
 
     name = "ravdess"
-    download_hint = (
-        "download Audio_Speech_Actors_01-24.zip from https://zenodo.org/record/1188976 and unzip it into "
-        "DATA_DIR/ravdess/"
-    )
-
     def __init__(self, root: str | Path, emotion_map: dict, vocal_channel: str = "speech"):
         super().__init__(root, emotion_map)
         if vocal_channel not in RAVDESS_CHANNELS:
-            raise ValueError(f"ravdess: vocal_channel={vocal_channel!r}; use one of {sorted(RAVDESS_CHANNELS)}")
+            raise SettingError(f"ravdess: vocal_channel={vocal_channel!r}; use one of {sorted(RAVDESS_CHANNELS)}")
         self.channel_code = RAVDESS_CHANNELS[vocal_channel]
 
     def parse(self, path: Path) -> ClipLabels:
@@ -117,11 +114,6 @@ class CremaD(Corpus):
     """CREMA-D: `AudioWAV/AAAA_SSS_EEE_LL.wav`; actor sex from `VideoDemographics.csv` when present."""
 
     name = "crema_d"
-    download_hint = (
-        "clone https://github.com/CheyneyComputerScience/CREMA-D (git lfs) and copy AudioWAV/ and "
-        "VideoDemographics.csv into DATA_DIR/crema_d/"
-    )
-
     def __init__(self, root: str | Path, emotion_map: dict, demographics_file: str = "VideoDemographics.csv"):
         super().__init__(root, emotion_map)
         self.demographics_path = self.root / demographics_file
@@ -194,11 +186,6 @@ class Tess(Corpus):
     female. The folder decides speaker and emotion because some file names carry typos."""
 
     name = "tess"
-    download_hint = (
-        "download the Toronto emotional speech set (TESS) from https://tspace.library.utoronto.ca "
-        "(or Kaggle) and unzip its OAF_*/YAF_* folders into DATA_DIR/tess/"
-    )
-
     def parse(self, path: Path) -> ClipLabels:
         speaker, _, emotion_spelling = path.parent.name.partition("_")
         speaker = speaker.upper()

@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion_lightning.data.corpora import Corpus
+from emotion_lightning.data.download import manual_steps
+from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
 from emotion_lightning.data.waveform_cache import WaveformCache
@@ -18,7 +20,7 @@ from emotion_lightning.data.transforms import Chain, ClipContext
 log = logging.getLogger(__name__)
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(MissingFileError):
     """No audio of any configured corpus was found; the message says where to put it."""
 
 
@@ -85,7 +87,7 @@ class EmotionDataModule(L.LightningDataModule):
         super().__init__()
         unknown = sorted(set(include or []) - set(corpora))
         if unknown:
-            raise ValueError(f"data.include names {unknown}; available corpora are {sorted(corpora)}")
+            raise SettingError(f"data.include names {unknown}; available corpora are {sorted(corpora)}")
         self.corpora = [corpora[name] for name in (include or corpora)]
         self.classes = list(classes)
         self.split = split
@@ -99,9 +101,11 @@ class EmotionDataModule(L.LightningDataModule):
     def _check_data_present(self) -> None:
         if any(corpus.audio_files() for corpus in self.corpora):
             return
-        wanted = "\n".join(f"  - {c.name}: expected under {c.root} ({c.download_hint})" for c in self.corpora)
+        wanted = "\n".join(
+            f"  - {c.name}: expected under {c.root}; install it there with `emotion-lightning download {c.name} "
+            f"paths.data_dir={c.root.parent}`, or by hand: {manual_steps(c.name, c.root)}" for c in self.corpora)
         raise DataNotFoundError(
-            "No audio found for any configured corpus.\n" + wanted + "\nSet the data directory with "
+            "No audio found for any configured corpus.\n" + wanted + "\nOr point the data directory at a copy with "
             "EMOTION_DATA_DIR=/path/to/data (or paths.data_dir=...); on this project's machines the real "
             "RAVDESS is at ../shared/data."
         )
@@ -115,7 +119,7 @@ class EmotionDataModule(L.LightningDataModule):
             log.warning("skipped %s: %s", row.path, row.reason)
         manifest = manifest[manifest["emotion"].isin(self.classes)].reset_index(drop=True)
         if manifest.empty:
-            raise ValueError(f"no clips left after keeping data.classes={self.classes}; check the corpus emotion maps")
+            raise SettingError(f"no clips left after keeping data.classes={self.classes}; check the corpus emotion maps")
         cache = WaveformCache.open_or_build(manifest["path"].tolist(), self.sample_rate, self.cache_dir)
         for path, reason in cache.failed.items():
             log.warning("skipped %s: %s", path, reason)
@@ -132,7 +136,7 @@ class EmotionDataModule(L.LightningDataModule):
         for part in PARTS:
             selected = assignment == part
             if not selected.any():
-                raise ValueError(f"split leaves no {part} clips; check the split settings")
+                raise SettingError(f"split leaves no {part} clips; check the split settings")
             transform, transform_seed = self.transforms.get(part, (None, None))
             self.datasets[part] = ClipDataset(cache, cache_rows[selected], labels[selected], self.num_samples,
                                               random_crop=part == "train", transform=transform,
@@ -147,7 +151,7 @@ class EmotionDataModule(L.LightningDataModule):
         in_test = set(manifest["emotion"][assignment == "test"])
         untested = [c for c in self.classes if c in in_train and c not in in_test]
         if untested and not getattr(self.split, "test_may_lack_classes", False):
-            raise ValueError(
+            raise SettingError(
                 f"the split leaves classes {untested} with training clips but no test clip; hold out more "
                 "speakers (split.test_fraction), pick another split.seed, or drop them from data.classes"
             )

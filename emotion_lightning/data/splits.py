@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from emotion_lightning.data.errors import MissingFileError, SettingError
 from sklearn.model_selection import train_test_split
 
 PARTS = ("train", "val", "test")
@@ -21,7 +23,7 @@ class RandomSplit:
     def __init__(self, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                  stratify_by: tuple[str, ...] = ("corpus", "emotion")):
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise SettingError(
                 f"split: val_fraction={val_fraction}, test_fraction={test_fraction}; both must be in (0, 1) "
                 "and sum to less than 1"
             )
@@ -38,7 +40,7 @@ class RandomSplit:
                 rest, test_size=self.test_fraction / held_out, stratify=strata[rest], random_state=self.seed
             )
         except ValueError as error:
-            raise ValueError(
+            raise SettingError(
                 f"split=random cannot stratify {len(rows)} clips by {self.stratify_by}: {error}. "
                 "Use more data or lower split.stratify_by."
             ) from None
@@ -63,10 +65,10 @@ def assign_speakers(manifest: pd.DataFrame, val: set[str], test: set[str]) -> np
     """'test' for clips of `test` speakers, 'val' for `val` speakers, 'train' for the rest."""
     unknown = (val | test) - set(manifest["speaker"])
     if unknown:
-        raise ValueError(f"split: speakers {sorted(unknown)} are not in the manifest; ids look like "
-                         f"{manifest['speaker'].iloc[0]!r}")
+        raise SettingError(f"split: speakers {sorted(unknown)} are not in the manifest; ids look like "
+                           f"{manifest['speaker'].iloc[0]!r}")
     if val & test:
-        raise ValueError(f"split: speakers {sorted(val & test)} are in both val and test")
+        raise SettingError(f"split: speakers {sorted(val & test)} are in both val and test")
     speaker = manifest["speaker"]
     return np.where(speaker.isin(test), "test", np.where(speaker.isin(val), "val", "train")).astype(object)
 
@@ -92,7 +94,7 @@ class SpeakerIndependentSplit:
         for corpus, rows in manifest.groupby("corpus", sort=True):
             order = gender_interleaved_speakers(rows, rng)
             if len(order) < 3:
-                raise ValueError(
+                raise SettingError(
                     f"split=speaker_independent: corpus {corpus} has {len(order)} speaker(s); at least 3 are "
                     "needed for speaker-disjoint train/val/test. Set split.val_speakers and split.test_speakers, "
                     "or use split=random."
@@ -100,7 +102,7 @@ class SpeakerIndependentSplit:
             n_test = max(1, round(self.test_fraction * len(order)))
             n_val = max(1, round(self.val_fraction * len(order)))
             if n_test + n_val >= len(order):
-                raise ValueError(f"split=speaker_independent: fractions leave no training speaker in {corpus}")
+                raise SettingError(f"split=speaker_independent: fractions leave no training speaker in {corpus}")
             test.update(order[:n_test])
             val.update(order[n_test:n_test + n_val])
         return val, test
@@ -124,9 +126,9 @@ class SpeakerKFoldSplit:
 
     def __init__(self, k: int = 6, fold: int = 0, seed: int = 0):
         if k < 3:
-            raise ValueError(f"split.k={k}: speaker k-fold needs k >= 3 (test, val and train folds)")
+            raise SettingError(f"split.k={k}: speaker k-fold needs k >= 3 (test, val and train folds)")
         if not 0 <= fold < k:
-            raise ValueError(f"split.fold={fold} is outside 0..{k - 1} for split.k={k}")
+            raise SettingError(f"split.fold={fold} is outside 0..{k - 1} for split.k={k}")
         self.k, self.fold, self.seed = k, fold, seed
 
     def folds(self, manifest: pd.DataFrame) -> dict[str, int]:
@@ -137,8 +139,8 @@ class SpeakerKFoldSplit:
             # Dealing one gender after the other, round-robin, spreads each gender evenly over the folds.
             order = [s for group in shuffled_speakers_by_gender(rows, rng) for s in group]
             if len(order) < self.k:
-                raise ValueError(f"split=speaker_kfold: corpus {corpus} has {len(order)} speakers, fewer than "
-                                 f"split.k={self.k}; lower split.k")
+                raise SettingError(f"split=speaker_kfold: corpus {corpus} has {len(order)} speakers, fewer than "
+                                   f"split.k={self.k}; lower split.k")
             fold_of.update({speaker: i % self.k for i, speaker in enumerate(order)})
         return fold_of
 
@@ -160,7 +162,7 @@ class CrossCorpusSplit:
                  seed: int = 0):
         overlap = set(train_corpora) & set(test_corpora)
         if overlap:
-            raise ValueError(f"split=cross_corpus: {sorted(overlap)} is in both train_corpora and test_corpora")
+            raise SettingError(f"split=cross_corpus: {sorted(overlap)} is in both train_corpora and test_corpora")
         self.train_corpora, self.test_corpora = list(train_corpora), list(test_corpora)
         self.val_fraction, self.seed = val_fraction, seed
 
@@ -168,8 +170,8 @@ class CrossCorpusSplit:
         present = set(manifest["corpus"])
         missing = sorted(set(self.train_corpora + self.test_corpora) - present)
         if missing:
-            raise ValueError(f"split=cross_corpus: corpora {missing} have no clips; use data=combined with "
-                             f"data.include listing {self.train_corpora + self.test_corpora}")
+            raise SettingError(f"split=cross_corpus: corpora {missing} have no clips; use data=combined with "
+                               f"data.include listing {self.train_corpora + self.test_corpora}")
         rng = np.random.default_rng(self.seed)
         val = set()
         for corpus in self.train_corpora:
@@ -211,12 +213,12 @@ class FileSplit:
                  val: str | None = None, test: str | None = None, val_fraction: float = 0.2, seed: int = 0):
         per_part = {"train": train, "val": val, "test": test}
         if (path is None) == (train is None and test is None):
-            raise ValueError("split=file: give split.path (one file with a part column) or split.train and "
+            raise SettingError("split=file: give split.path (one file with a part column) or split.train and "
                              "split.test (one file per part), not both")
         if path is None and (train is None or test is None):
-            raise ValueError("split=file: split.train and split.test are both needed (split.val is optional)")
+            raise SettingError("split=file: split.train and split.test are both needed (split.val is optional)")
         if not 0 < val_fraction < 1:
-            raise ValueError(f"split.val_fraction={val_fraction} must be in (0, 1)")
+            raise SettingError(f"split.val_fraction={val_fraction} must be in (0, 1)")
         self.path = Path(path) if path else None
         self.part_files = {part: Path(f) for part, f in per_part.items() if f}
         self.val_fraction, self.seed = val_fraction, seed
@@ -225,7 +227,7 @@ class FileSplit:
     @staticmethod
     def _read_table(path: Path, setting: str) -> pd.DataFrame:
         if not path.is_file():
-            raise FileNotFoundError(f"{setting}={path} does not exist; give a CSV or JSON-lines file")
+            raise MissingFileError(f"{setting}={path} does not exist; give a CSV or JSON-lines file")
         if path.suffix.lower() in (".jsonl", ".json"):
             table = pd.read_json(path, lines=True, dtype=str)
         else:
@@ -239,16 +241,16 @@ class FileSplit:
         if self.path is not None:
             table = self._read_table(self.path, "split.path")
             if not {"file", "part"} <= set(table.columns):
-                raise ValueError(f"{self.path}: needs columns 'file' and 'part', found {list(table.columns)}")
+                raise SettingError(f"{self.path}: needs columns 'file' and 'part', found {list(table.columns)}")
             bad = sorted(set(table["part"]) - set(PARTS))
             if bad:
-                raise ValueError(f"{self.path}: part values {bad} are not train, val or test")
+                raise SettingError(f"{self.path}: part values {bad} are not train, val or test")
             return table
         tables = []
         for part, path in self.part_files.items():
             table = self._read_table(path, f"split.{part}")
             if "file" not in table.columns:
-                raise ValueError(f"{path}: needs a 'file' (or EmoBox's 'wav') column, found {list(table.columns)}")
+                raise SettingError(f"{path}: needs a 'file' (or EmoBox's 'wav') column, found {list(table.columns)}")
             tables.append(pd.DataFrame({"file": table["file"], "part": part}))
         return pd.concat(tables, ignore_index=True)
 
@@ -279,12 +281,12 @@ class FileSplit:
             else:
                 assignment[rows[0]] = part
         if missing:
-            raise ValueError(f"{source}: {len(missing)} listed file(s) are not in the data, e.g. {missing[:5]}; "
+            raise SettingError(f"{source}: {len(missing)} listed file(s) are not in the data, e.g. {missing[:5]}; "
                              "check paths.data_dir and the file names")
         if ambiguous:
-            raise ValueError(f"{source}: {ambiguous[:5]} match several clips; list a longer part of the path")
+            raise SettingError(f"{source}: {ambiguous[:5]} match several clips; list a longer part of the path")
         if twice:
-            raise ValueError(f"{source}: {twice[:5]} are listed in two different parts")
+            raise SettingError(f"{source}: {twice[:5]} are listed in two different parts")
         if self.path is None and "val" not in self.part_files:
             assignment = self._carve_val(manifest, assignment)
         return assignment
@@ -297,8 +299,8 @@ class FileSplit:
         for corpus, rows in train.groupby("corpus", sort=True):
             order = gender_interleaved_speakers(rows, rng)
             if len(order) < 2:
-                raise ValueError(f"split=file: corpus {corpus} has {len(order)} training speaker(s), too few to "
-                                 "carve a val part from; give split.val")
+                raise SettingError(f"split=file: corpus {corpus} has {len(order)} training speaker(s), too few to "
+                                   "carve a val part from; give split.val")
             val_speakers.update(order[:max(1, round(self.val_fraction * len(order)))])
         carved = assignment.copy()
         carved[(assignment == "train") & manifest["speaker"].isin(val_speakers).to_numpy()] = "val"
@@ -311,7 +313,7 @@ def check_speaker_disjoint(manifest: pd.DataFrame, assignment: np.ndarray) -> No
     parts_per_speaker = pd.Series(assignment[used]).groupby(manifest["speaker"].to_numpy()[used]).nunique()
     leaking = sorted(parts_per_speaker[parts_per_speaker > 1].index)
     if leaking:
-        raise ValueError(f"speaker leakage: {leaking} appear in more than one of train/val/test")
+        raise SettingError(f"speaker leakage: {leaking} appear in more than one of train/val/test")
 
 
 def summary(manifest: pd.DataFrame, assignment: np.ndarray) -> pd.DataFrame:

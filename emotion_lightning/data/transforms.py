@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from emotion_lightning.data.audio import resample
+from emotion_lightning.data.errors import SettingError
 
 Range = float | Sequence[float]
 # A value fixed (a number) or drawn uniformly per clip (a [low, high] pair).
@@ -49,7 +50,7 @@ class WaveformTransform:
 
     def __init__(self, p: float = 1.0):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{type(self).__name__}: p={p} must lie in [0, 1]")
+            raise SettingError(f"{type(self).__name__}: p={p} must lie in [0, 1]")
         self.p = p
 
     def apply(self, clip: np.ndarray, rng: np.random.Generator, context: ClipContext) -> np.ndarray:
@@ -91,7 +92,7 @@ class AddNoise(WaveformTransform):
         super().__init__(p)
         kinds = [kind] if isinstance(kind, str) else list(kind)
         if not kinds or any(k not in self.KINDS for k in kinds):
-            raise ValueError(f"AddNoise: kind={kind!r}; use one or more of {list(self.KINDS)}")
+            raise SettingError(f"AddNoise: kind={kind!r}; use one or more of {list(self.KINDS)}")
         self.kind, self.snr_db, self.talkers = kind, snr_db, talkers
 
     def noise(self, kind: str, length: int, rng: np.random.Generator, context: ClipContext) -> np.ndarray:
@@ -158,7 +159,7 @@ class Codec(WaveformTransform):
     def __init__(self, format: str = "mp3", bitrate_kbps: float | Sequence[float] = 64, p: float = 1.0):
         super().__init__(p)
         if format not in self.FORMATS:
-            raise ValueError(f"Codec: format={format!r}; use one of {list(self.FORMATS)}")
+            raise SettingError(f"Codec: format={format!r}; use one of {list(self.FORMATS)}")
         self.format, self.bitrate_kbps = format, bitrate_kbps
 
     def level(self, bitrate_kbps: float, sample_rate: int) -> float:
@@ -168,14 +169,14 @@ class Codec(WaveformTransform):
             highest, span = (320.0, 288.0) if sample_rate >= 32000 else (160.0, 152.0)
         level = (highest - bitrate_kbps) / span
         if not 0.0 <= level < 1.0:
-            raise ValueError(f"Codec: {bitrate_kbps} kbps is outside what {self.format} offers at {sample_rate} Hz "
-                             f"({highest - span:.0f} to {highest:.0f} kbps)")
+            raise SettingError(f"Codec: {bitrate_kbps} kbps is outside what {self.format} offers at {sample_rate} Hz "
+                               f"({highest - span:.0f} to {highest:.0f} kbps)")
         return level
 
     def encode(self, clip: np.ndarray, sample_rate: int, bitrate_kbps: float) -> bytes:
         if self.format == "opus" and sample_rate not in self.OPUS_RATES:
-            raise ValueError(f"Codec: Opus encodes only at {self.OPUS_RATES} Hz, not {sample_rate} Hz "
-                             "(audio.sample_rate)")
+            raise SettingError(f"Codec: Opus encodes only at {self.OPUS_RATES} Hz, not {sample_rate} Hz "
+                               "(audio.sample_rate)")
         container, subtype = self.FORMATS[self.format]
         encoded = io.BytesIO()
         sf.write(encoded, clip, sample_rate, format=container, subtype=subtype,

@@ -18,16 +18,24 @@ from emotion_lightning.data.audio import AudioError, load
 log = logging.getLogger(__name__)
 
 
+def resolved(paths: list[str]) -> list[str]:
+    """Absolute paths with symlinks and `..` resolved: `../shared/data/x.wav` and its absolute spelling are one
+    file, so they share one cache instead of each building its own copy of the same audio."""
+    return [str(Path(path).resolve()) for path in paths]
+
+
 def cache_key(paths: list[str], sample_rate: int) -> str:
+    """Key of the cache of `paths` (resolved first) at `sample_rate`: changes when any file's size or mtime does."""
     digest = hashlib.sha1(f"float32 mono {sample_rate} Hz\n".encode())
-    for path in paths:
+    for path in resolved(paths):
         stat = Path(path).stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
 class WaveformCache:
-    """Read access to a built cache: `cache[i]` is the waveform of `paths[i]` (empty if it failed)."""
+    """Read access to a built cache: `cache[i]` is the waveform of `paths[i]` (empty if it failed); `paths` and
+    the keys of `failed` are resolved absolute paths."""
 
     def __init__(self, data_path: Path, index: dict):
         self.paths: list[str] = index["paths"]
@@ -49,6 +57,7 @@ class WaveformCache:
     @classmethod
     def open_or_build(cls, paths: list[str], sample_rate: int, cache_dir: str | Path) -> "WaveformCache":
         cache_dir = Path(cache_dir) / "waveforms"
+        paths = resolved(paths)
         key = cache_key(paths, sample_rate)
         data_path, index_path = cache_dir / f"{key}.f32", cache_dir / f"{key}.json"
         if not (index_path.is_file() and data_path.is_file()):

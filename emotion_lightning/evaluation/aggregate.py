@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
+from emotion_lightning.data.errors import MissingFileError
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
         })
     if not rows:
-        raise FileNotFoundError(f"no metrics.json under {folder}")
+        raise MissingFileError(f"no metrics.json under {folder}")
     return pd.DataFrame(rows)
 
 

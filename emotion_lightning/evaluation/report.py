@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emotion_lightning.data.errors import MissingFileError
 from emotion_lightning.evaluation import aggregate
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.evaluation.unfinished import read_unfinished
@@ -143,8 +144,8 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
     runs, metrics = read_results(folders)
     unfinished = pd.concat([read_unfinished(folder) for folder in folders], ignore_index=True)
     if runs.empty and unfinished.empty:
-        raise FileNotFoundError(f"no metrics.json, failure.json or Hydra run dir under {title}; "
-                                "point the report at a run or multirun folder (e.g. outputs/multiruns/NAME)")
+        raise MissingFileError(f"no metrics.json, failure.json or Hydra run dir under {title}; "
+                               "point the report at a run or multirun folder (e.g. outputs/multiruns/NAME)")
     if len(folders) > 1:
         runs["run_dir"] = [str(Path(d).resolve()) for d in runs["run_dir"]]
         unfinished["run_dir"] = [str(Path(d).resolve()) for d in unfinished["run_dir"]]

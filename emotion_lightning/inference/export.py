@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from emotion_lightning.data.atomic import atomic_path
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.inference.metadata import FORMATS, METADATA_KEY, default_output, metadata, window_samples
 
@@ -97,7 +98,7 @@ def export(ckpt: str | Path, fmt: str = "onnx", output: str | Path | None = None
     elif fmt == "torchscript":
         export_torchscript(model, output)
     else:
-        raise ValueError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
+        raise SettingError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
     noise = (0.1 * np.random.default_rng(0).standard_normal((3, window_samples(metadata(model))))).astype(np.float32)
     difference = parity(model, output, noise)
     log.info("wrote %s; largest probability difference from PyTorch on random audio: %.2e", output, difference)

@@ -1,6 +1,8 @@
 """What an exported model carries besides its graph (classes, audio rate and window, model name), and where
 exports are written. Torch-free, so the ONNX path of the predictor never imports torch."""
 
+from emotion_lightning.data.errors import SettingError
+
 from pathlib import Path
 
 METADATA_KEY = "emotion_lightning"  # where an export keeps classes and audio settings
@@ -21,6 +23,6 @@ def window_samples(info: dict) -> int:
 def default_output(ckpt: str | Path, fmt: str) -> Path:
     """Beside the checkpoint: run/checkpoints/last.ckpt -> run/checkpoints/last.onnx."""
     if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
+        raise SettingError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
     ckpt = Path(ckpt)
     return ckpt.with_name(ckpt.stem + FORMATS[fmt])

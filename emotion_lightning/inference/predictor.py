@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, find_audio_files, load,
                                     to_model_rate)
+from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.inference.metadata import METADATA_KEY, default_output, metadata
 from emotion_lightning.inference.windows import cut, window_starts
 
@@ -25,7 +26,7 @@ PREDICT_EXTENSIONS = AUDIO_EXTENSIONS + FFMPEG_EXTENSIONS
 
 def check_device(device: str) -> None:
     if device not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"device={device!r}; use cpu, cuda or auto")
+        raise SettingError(f"device={device!r}; use cpu, cuda or auto")
 
 
 def resolve_device(device: str) -> str:
@@ -36,7 +37,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but PyTorch sees no CUDA GPU here; use device=cpu or device=auto")
+        raise SettingError("device=cuda but PyTorch sees no CUDA GPU here; use device=cpu or device=auto")
     return device
 
 
@@ -64,20 +65,20 @@ class OnnxBackend:
 
         check_device(device)
         if not Path(path).is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist; write it with "
-                                    "`python -m emotion_lightning.export ckpt=... format=onnx`")
+            raise MissingFileError(f"ONNX model {path} does not exist; write it with "
+                                   "`python -m emotion_lightning.export ckpt=... format=onnx`")
         providers = ["CPUExecutionProvider"]
         if device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         elif device == "cuda":
-            raise ValueError("device=cuda with backend=onnx needs onnxruntime-gpu (pip install onnxruntime-gpu)")
+            raise SettingError("device=cuda with backend=onnx needs onnxruntime-gpu (pip install onnxruntime-gpu)")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if stored is None:
-            raise ValueError(f"{path} was not written by emotion_lightning.export (no class metadata); export the "
-                             "checkpoint with `python -m emotion_lightning.export ckpt=... format=onnx`")
+            raise SettingError(f"{path} was not written by emotion_lightning.export (no class metadata); export the "
+                               "checkpoint with `python -m emotion_lightning.export ckpt=... format=onnx`")
         self.info = json.loads(stored)
         self.window = self.session.get_inputs()[0].shape[1]
 
@@ -95,7 +96,7 @@ class EmotionPredictor:
         self.hop = int(round((hop_seconds if hop_seconds else window_seconds / 2) * self.sample_rate))
         window_starts(self.window, self.window, self.hop)  # refuses a bad window or hop now, not on first use
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}; use 1 or more windows per forward pass")
+            raise SettingError(f"batch_size={batch_size}; use 1 or more windows per forward pass")
         self.batch_size, self.model_name = batch_size, model_name
 
     @classmethod
@@ -111,9 +112,9 @@ class EmotionPredictor:
         if path.suffix == ".onnx":
             return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size)
         if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend={backend!r}; use torch or onnx")
+            raise SettingError(f"backend={backend!r}; use torch or onnx")
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
+            raise MissingFileError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
         if backend == "onnx":
             exported = ensure_onnx_export(path)
             return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size)
@@ -130,8 +131,8 @@ class EmotionPredictor:
         backend = OnnxBackend(path, device, threads)
         info = backend.info
         if window_seconds and int(round(window_seconds * info["sample_rate"])) != backend.window:
-            raise ValueError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
-                             f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
+            raise SettingError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
+                               f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
                    info["model"])
 
@@ -229,10 +230,10 @@ def audio_files(folder: str | Path) -> list[Path]:
     """Audio files under `folder` by extension (WAV, FLAC, OGG/Opus, MP3, M4A/AAC), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"audio={folder} is not a folder")
+        raise MissingFileError(f"audio={folder} is not a folder")
     found = find_audio_files(folder, PREDICT_EXTENSIONS)
     if not found:
-        raise FileNotFoundError(f"no audio files ({', '.join(PREDICT_EXTENSIONS)}) under {folder}")
+        raise MissingFileError(f"no audio files ({', '.join(PREDICT_EXTENSIONS)}) under {folder}")
     return found
 
 
@@ -244,7 +245,7 @@ def input_files(audio) -> list[Path]:
     if path.is_dir():
         return audio_files(path)
     if not path.exists():
-        raise FileNotFoundError(f"audio={audio} does not exist; pass a file, a folder or a list [a.wav,b.flac]")
+        raise MissingFileError(f"audio={audio} does not exist; pass a file, a folder or a list [a.wav,b.flac]")
     return [path]
 
 

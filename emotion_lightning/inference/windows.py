@@ -4,6 +4,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from emotion_lightning.data.errors import SettingError
+
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     """Start samples of overlapping windows covering the whole recording.
@@ -12,7 +14,7 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     ending exactly at the end, so no audio is left out and no window is mostly padding.
     """
     if window <= 0 or not 0 < hop <= window:
-        raise ValueError(f"need 0 < hop <= window (got window={window}, hop={hop} samples)")
+        raise SettingError(f"need 0 < hop <= window (got window={window}, hop={hop} samples)")
     if num_samples <= window:
         return [0]
     starts = list(range(0, num_samples - window + 1, hop))

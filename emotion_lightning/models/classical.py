@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from emotion_lightning.data.atomic import atomic_path
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class FeatureClassifier:
     def __init__(self, estimator, classes: list[str], name: str = "classical", run_config: dict | None = None,
                  spec_augment=None, mixup_alpha: float | None = None):
         if spec_augment is not None or mixup_alpha is not None:
-            raise ValueError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
-                             f"by gradient descent; {name} is fitted on clean features (use augment=none)")
+            raise SettingError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
+                               f"by gradient descent; {name} is fitted on clean features (use augment=none)")
         self.pipeline = make_pipeline(StandardScaler(), estimator)
         self.classes, self.name, self.run_config = list(classes), name, run_config
         self.test_results: dict | None = None

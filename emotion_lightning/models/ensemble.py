@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.module import EmotionClassifier
 
 
@@ -14,7 +15,7 @@ class ProbabilityMean(nn.Module):
         self.members = nn.ModuleList(members)
         weights = torch.ones(len(members)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         if len(weights) != len(members) or (weights < 0).any() or weights.sum() == 0:
-            raise ValueError(f"model.weights={weights.tolist()}: give one non-negative weight per checkpoint")
+            raise SettingError(f"model.weights={weights.tolist()}: give one non-negative weight per checkpoint")
         self.register_buffer("weights", weights / weights.sum())
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -27,17 +28,17 @@ def build_ensemble(checkpoints: list[str], weights: list[float] | None = None, n
                    spec_augment=None, mixup_alpha: float | None = None) -> EmotionClassifier:
     """An EmotionClassifier over trained checkpoints; it is tested, never trained (so never augmented)."""
     if spec_augment is not None or mixup_alpha is not None:
-        raise ValueError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
-                         f"by gradient descent; an ensemble of checkpoints is only tested (use augment=none)")
+        raise SettingError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
+                           f"by gradient descent; an ensemble of checkpoints is only tested (use augment=none)")
     if not checkpoints or len(checkpoints) < 2:
-        raise ValueError("model.checkpoints: list at least two trained checkpoints (.ckpt) to ensemble")
+        raise SettingError("model.checkpoints: list at least two trained checkpoints (.ckpt) to ensemble")
     members = [EmotionClassifier.from_checkpoint(path) for path in checkpoints]
     audio = {str(m.run_config["audio"]) for m in members}
     member_classes = {tuple(m.classes) for m in members}
     if len(member_classes) > 1 or len(audio) > 1:
-        raise ValueError(f"model.checkpoints: members differ in classes {member_classes} or audio settings {audio}")
+        raise SettingError(f"model.checkpoints: members differ in classes {member_classes} or audio settings {audio}")
     if classes is not None and list(classes) != members[0].classes:
-        raise ValueError(f"data.classes {list(classes)} differ from the checkpoints' classes {members[0].classes}")
+        raise SettingError(f"data.classes {list(classes)} differ from the checkpoints' classes {members[0].classes}")
     ensemble = EmotionClassifier(ProbabilityMean(members, weights), classes=members[0].classes, name=name,
                                  run_config=run_config)
     ensemble.trainable = False

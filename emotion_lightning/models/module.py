@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from emotion_lightning.models.random_state import random_states, restore_random_states
 
@@ -32,12 +33,12 @@ class EmotionClassifier(L.LightningModule):
                  spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0, run_config: dict | None = None):
         super().__init__()
         if class_weighting not in ("none", "balanced"):
-            raise ValueError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
+            raise SettingError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
         if spec_augment is not None and frontend is None:
-            raise ValueError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
-                             "(it reads the waveform); use augment=waveform or augment=mixup for it")
+            raise SettingError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
+                               "(it reads the waveform); use augment=waveform or augment=mixup for it")
         if mixup_alpha < 0:
-            raise ValueError(f"augment.mixup_alpha={mixup_alpha} must be >= 0 (0 turns mixup off)")
+            raise SettingError(f"augment.mixup_alpha={mixup_alpha} must be >= 0 (0 turns mixup off)")
         self.frontend = frontend if frontend is not None else nn.Identity()
         self.network = network
         self.classes = list(classes)
@@ -133,11 +134,11 @@ class EmotionClassifier(L.LightningModule):
         """Rebuild a trained classifier from a checkpoint written by `emotion_lightning.train`."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
+            raise MissingFileError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
         run_config = checkpoint.get("run_config") if isinstance(checkpoint, dict) else None
         if not run_config:
-            raise ValueError(f"{path} was not written by emotion_lightning.train (it has no run_config)")
+            raise SettingError(f"{path} was not written by emotion_lightning.train (it has no run_config)")
         model = instantiate(run_config["model"], _partial_=True)(run_config=run_config)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from emotion_lightning.data.errors import MissingFileError, SettingError
 from torch import nn
 from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
 
@@ -40,7 +42,7 @@ def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
     (a dict with `model_type` and the sizes; used for tests and for training from scratch)."""
     if checkpoint is None:
         if not config:
-            raise ValueError("model.network: give checkpoint (a local folder or hub id) or config (model_type + sizes)")
+            raise SettingError("model.network: give checkpoint (a local folder or hub id) or config (model_type + sizes)")
         config = dict(config)
         return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
     try:
@@ -48,7 +50,7 @@ def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
     except (OSError, ValueError) as error:
         where = "the folder does not exist" if not Path(checkpoint).exists() and "/" in checkpoint and \
             Path(checkpoint).is_absolute() else "it is neither a readable local folder nor reachable on the hub"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"cannot load the pretrained encoder model.network.checkpoint={checkpoint!r}: {where} ({error}). "
             "Download it on a machine with internet (e.g. `huggingface-cli download facebook/wav2vec2-base "
             "--local-dir DIR`) and set model.network.checkpoint=DIR (or EMOTION_MODELS_DIR for the defaults)."
@@ -68,7 +70,7 @@ class PretrainedEncoderClassifier(nn.Module):
                  whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         if sample_rate != 16000:
-            raise ValueError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
+            raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
         model = load_pretrained(checkpoint, config)
         if hasattr(model.config, "layerdrop"):
             model.config.layerdrop = 0.0  # skipped layers would drop hidden states from the layer mix

@@ -5,6 +5,7 @@ from pathlib import Path
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from emotion_lightning.data.atomic import atomic_path
+from emotion_lightning.data.errors import MissingFileError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -22,10 +23,10 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path == "last":
         if not last.is_file():
-            raise FileNotFoundError(f"ckpt_path=last: {last} does not exist; pass hydra.run.dir=<the run dir to resume>")
+            raise MissingFileError(f"ckpt_path=last: {last} does not exist; pass hydra.run.dir=<the run dir to resume>")
         return str(last)
     if ckpt_path:
         if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+            raise MissingFileError(f"ckpt_path={ckpt_path} does not exist")
         return str(ckpt_path)
     return str(last) if last.is_file() else None

@@ -3,8 +3,13 @@
     ${job_device:accelerator}  ${job_device:devices}  ${job_device:precision}   (conf/trainer/auto.yaml)
     ${sweep_name:}                                                              (conf/logger/wandb.yaml)
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
+    ${project_root:}                                                            (conf/paths/default.yaml)
+    ${wandb_offline:}                                                           (conf/logger/wandb.yaml)
 """
 
+from emotion_lightning.data.errors import SettingError
+
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -34,7 +39,7 @@ def job_device(key: str, job: int | None = None, gpus: int | None = None):
     setting = ({"accelerator": "gpu", "devices": [job % gpus], "precision": "16-mixed"} if gpus
                else {"accelerator": "cpu", "devices": 1, "precision": "32-true"})
     if key not in setting:
-        raise ValueError(f"${{job_device:{key}}}: the key must be one of {sorted(setting)}")
+        raise SettingError(f"${{job_device:{key}}}: the key must be one of {sorted(setting)}")
     return setting[key]
 
 
@@ -48,8 +53,21 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
+def project_root() -> str:
+    """The folder holding conf/ and the package (the commands read their configs from there): the default home of
+    data/, cache/ and outputs/, so they do not depend on the directory a command is started from."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def wandb_offline() -> bool:
+    """W&B stays offline unless WANDB_MODE=online: the switch W&B's own offline hint names (its other one,
+    `wandb online`, only clears a setting and cannot override a logger configured offline)."""
+    return os.environ.get("WANDB_MODE", "offline").strip().lower() not in ("online", "run")
+
+
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
-    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name)):
+    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name),
+                           ("project_root", project_root), ("wandb_offline", wandb_offline)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

@@ -1,0 +1,215 @@
+"""The project as a user meets it: the `emotion-lightning` command, per-command help, file permissions, paths that do
+not depend on the current directory, expected errors as one message, quiet third-party libraries."""
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+import warnings
+
+import pytest
+
+from emotion_lightning import cli
+from emotion_lightning.data.atomic import atomic_path, temporary_dir, write_text
+from emotion_lightning.data.errors import MissingFileError, SettingError, UsageError
+from emotion_lightning.training import commands
+from tests.helpers.training import REPO
+
+
+def run_command(*args, cwd, env=None, timeout=300):
+    """`emotion-lightning ARGS` through the dispatcher (what the console script calls), from `cwd`."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None) if "HYDRA_FULL_ERROR" not in (env or {}) else None
+    return subprocess.run([sys.executable, "-c", "from emotion_lightning.cli import main; main()", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# The command ------------------------------------------------------------------------------------------------------
+
+def test_pyproject_installs_the_emotion_lightning_command():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"emotion-lightning": "emotion_lightning.cli:main"}
+
+
+def test_help_lists_every_command(capsys):
+    cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("train", "eval", "predict", "export", "serve", "report", "aggregate", "download"):
+        assert f"\n  {name} " in out
+        assert (REPO / "emotion_lightning" / f"{name}.py").is_file()
+
+
+def test_an_unknown_command_is_named_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["trian"])
+    assert exit_.value.code == 2 and "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_download_takes_the_corpus_as_a_bare_name():
+    from emotion_lightning.download import corpus_shorthand
+
+    assert corpus_shorthand(["ravdess", "workers=2"]) == ["corpus=ravdess", "workers=2"]
+    assert corpus_shorthand(["corpus=all"]) == ["corpus=all"] and corpus_shorthand([]) == []
+
+
+@pytest.mark.parametrize("name, own, foreign", [
+    ("predict", ["audio: ???", "output: predictions.json", "backend: torch", "window_seconds"], ["model:", "trainer"]),
+    ("export", ["format: onnx", "opset: 18", "ckpt: ???"], ["model:", "trainer", "backend"]),
+    ("serve", ["port: 8000", "max_upload_mb", "backend: torch"], ["model:", "trainer", "audio:"]),
+])
+def test_help_of_the_inference_commands_shows_their_own_settings(name, own, foreign, tmp_path):
+    result = run_command(name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"emotion-lightning {name}:")
+    for text in own:
+        assert text in result.stdout
+    for text in foreign:
+        assert text not in result.stdout, f"{name} --help shows {text!r}"
+    assert "Configuration groups" not in result.stdout
+
+
+# Files and paths --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_files_get_the_usual_permissions_not_0600(tmp_path, umask_022):
+    write_text(tmp_path / "predictions.json", "{}")
+    with atomic_path(tmp_path / "model.onnx") as temporary:
+        temporary.write_bytes(b"x")
+    folder = temporary_dir(tmp_path, ".unpack-")
+    assert stat.S_IMODE((tmp_path / "predictions.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".unpack-" + folder.name[len(".unpack-"):], "model.onnx",
+                                                          "predictions.json"]  # no temporary left behind
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    write_text(tmp_path / "metrics.json", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "metrics.json") as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("killed")
+    assert (tmp_path / "metrics.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_default_folders_are_under_the_project_root_whatever_the_cwd(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    import emotion_lightning  # noqa: F401  (registers the resolvers)
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMOTION_ROOT_DIR", "EMOTION_DATA_DIR", "EMOTION_CACHE_DIR", "EMOTION_OUTPUTS_DIR", "EMOTION_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("train", return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            paths = cfg.paths
+            assert (paths.root_dir, paths.data_dir, paths.cache_dir, paths.outputs_dir) == (
+                str(REPO), f"{REPO}/data", f"{REPO}/cache", f"{REPO}/outputs")
+            assert cfg.hydra.run.dir.startswith(f"{REPO}/outputs/runs/")
+            assert cfg.hydra.sweep.dir.startswith(f"{REPO}/outputs/multiruns/")
+            monkeypatch.setenv("EMOTION_OUTPUTS_DIR", str(tmp_path / "elsewhere"))
+            cfg = compose("train", return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            assert cfg.hydra.run.dir.startswith(f"{tmp_path}/elsewhere/runs/")
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+
+
+# Expected errors --------------------------------------------------------------------------------------------------
+
+def test_expected_errors_keep_their_builtin_types():
+    assert issubclass(SettingError, ValueError) and issubclass(MissingFileError, FileNotFoundError)
+    from emotion_lightning.data.datamodule import DataNotFoundError
+    from emotion_lightning.data.download import DownloadError
+
+    assert issubclass(DataNotFoundError, UsageError) and issubclass(DownloadError, UsageError)
+
+
+def test_command_turns_a_usage_error_into_one_message(capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        with commands.command():
+            raise MissingFileError("checkpoint nope.ckpt does not exist; pass the .ckpt in a run dir's checkpoints/")
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "error: checkpoint nope.ckpt does not exist; pass the .ckpt in a run dir's checkpoints/\n"
+
+
+def test_command_keeps_tracebacks_for_bugs_and_with_hydra_full_error(monkeypatch):
+    with pytest.raises(KeyError):
+        with commands.command():
+            raise KeyError("a bug")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(SettingError):
+        with commands.command():
+            raise SettingError("device='tpu'; use cpu, cuda or auto")
+
+
+def test_only_a_run_dir_with_nothing_but_hydra_files_is_removed(tmp_path):
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    for run_dir in (empty, kept):
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / "eval.log").write_text("")
+    (kept / "failure.json").write_text("{}")
+    assert commands.remove_if_only_hydra_files(empty) and not empty.exists()
+    assert not commands.remove_if_only_hydra_files(kept) and kept.is_dir()
+    assert not commands.remove_if_only_hydra_files(tmp_path)  # no .hydra/: not a run dir (predict writes to .)
+
+
+def test_lightning_tips_and_exporter_warnings_are_silenced(caplog):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    commands.quiet_third_party()
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        rank_zero_info("GPU available: False")
+        logging.getLogger("torch.onnx._internal.exporter._registration").warning("torchvision is not installed.")
+        logging.getLogger("onnxscript.optimizer").info("Removed 137 unused nodes")
+    assert "Tip" not in caplog.text and "torchvision" not in caplog.text and "unused nodes" not in caplog.text
+    assert "GPU available" in caplog.text
+    with warnings.catch_warnings(record=True) as caught:
+        commands.quiet_third_party()
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+    assert not caught
+
+
+def test_wandb_goes_online_the_way_its_own_hint_says(monkeypatch):
+    from emotion_lightning.training.resolvers import wandb_offline
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_offline() is True
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_offline() is False
+
+
+def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
+    """One line, status 1, no traceback; nothing written into the cwd and no empty run dir under outputs/."""
+    outputs = tmp_path / "outputs"
+    result = run_command("eval", f"ckpt_path={tmp_path}/nope.ckpt", cwd=tmp_path,
+                         env={"EMOTION_OUTPUTS_DIR": str(outputs)})
+    assert result.returncode == 1
+    assert result.stderr == f"error: checkpoint {tmp_path}/nope.ckpt does not exist; pass the .ckpt in a run dir's checkpoints/\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"] and not list(outputs.rglob("eval.log"))
+    full = run_command("eval", f"ckpt_path={tmp_path}/nope.ckpt", cwd=tmp_path,
+                       env={"EMOTION_OUTPUTS_DIR": str(outputs), "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr and "MissingFileError" in full.stderr
+
+
+def test_predict_of_missing_audio_and_a_bad_setting_are_one_message(tmp_path):
+    result = run_command("predict", f"ckpt={tmp_path}/nope.ckpt", f"audio={tmp_path}/missing.wav", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: audio=") and "missing.wav does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no predictions.json, no outputs/
