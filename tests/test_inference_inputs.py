@@ -103,9 +103,18 @@ def test_windows_without_speech_are_marked_and_left_out_of_the_average():
     assert predictor.backend.windows == 3  # the silent window never reached the model
 
 
-def test_unknown_vad_setting_is_named():
+def test_unknown_vad_setting_and_bad_threshold_are_named():
     with pytest.raises(ValueError, match="vad='webrtc'; use silero .* or none"):
         make_predictor("webrtc")
+    with pytest.raises(ValueError, match="vad_threshold=1.5"):
+        make_predictor(vad_threshold=1.5)
+
+
+def test_vad_threshold_is_a_setting():
+    speech = speech_like(2.0)
+    assert make_predictor(vad_threshold=0.3).predict_array(speech, RATE)["no_speech"] is False
+    assert make_predictor(vad_threshold=0.999).predict_array(speech, RATE)["no_speech"] is True
+    assert make_predictor(vad_threshold=0.999).describe()["vad_threshold"] == 0.999
 
 
 def test_the_onnx_path_with_speech_detection_never_imports_torch():

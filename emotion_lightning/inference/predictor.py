@@ -97,7 +97,7 @@ class EmotionPredictor:
 
     def __init__(self, backend, classes: list[str], sample_rate: int, window_seconds: float,
                  hop_seconds: float | None = None, batch_size: int = 16, model_name: str = "model",
-                 vad: str = "silero", min_seconds: float = 0.5):
+                 vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3):
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
         self.window = int(round(window_seconds * self.sample_rate))
         self.hop = int(round((hop_seconds if hop_seconds else window_seconds / 2) * self.sample_rate))
@@ -107,12 +107,14 @@ class EmotionPredictor:
         if min_seconds is None or min_seconds < 0:
             raise ValueError(f"min_seconds={min_seconds}; use 0 or more seconds (0.5 by default)")
         self.batch_size, self.model_name = batch_size, model_name
-        self.vad, self.detector, self.min_seconds = vad, speech_detector(vad), float(min_seconds)
+        self.vad, self.detector, self.min_seconds = vad, speech_detector(vad, vad_threshold), float(min_seconds)
+        self.vad_threshold = vad_threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
                         window_seconds: float | None = None, hop_seconds: float | None = None,
-                        batch_size: int = 16, vad: str = "silero", min_seconds: float = 0.5) -> "EmotionPredictor":
+                        batch_size: int = 16, vad: str = "silero", min_seconds: float = 0.5,
+                        vad_threshold: float = 0.3) -> "EmotionPredictor":
         """From a training checkpoint (.ckpt) or an ONNX export (.onnx).
 
         backend=onnx with a .ckpt exports it beside the checkpoint on first use (and again when the
@@ -121,7 +123,7 @@ class EmotionPredictor:
         path = Path(path)
         if path.suffix == ".onnx":
             return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size, vad=vad,
-                                 min_seconds=min_seconds)
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend={backend!r}; use torch or onnx")
         if not path.is_file():
@@ -129,25 +131,26 @@ class EmotionPredictor:
         if backend == "onnx":
             exported = ensure_onnx_export(path)
             return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size, vad=vad,
-                                 min_seconds=min_seconds)
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
         from emotion_lightning.models.module import EmotionClassifier
 
         model = EmotionClassifier.from_checkpoint(path)
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
-                   window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"], vad, min_seconds)
+                   window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"], vad, min_seconds,
+                   vad_threshold)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", window_seconds: float | None = None,
                   hop_seconds: float | None = None, batch_size: int = 16, threads: int = 0, vad: str = "silero",
-                  min_seconds: float = 0.5) -> "EmotionPredictor":
+                  min_seconds: float = 0.5, vad_threshold: float = 0.3) -> "EmotionPredictor":
         backend = OnnxBackend(path, device, threads)
         info = backend.info
         if window_seconds and int(round(window_seconds * info["sample_rate"])) != backend.window:
             raise ValueError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
                              f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
-                   info["model"], vad, min_seconds)
+                   info["model"], vad, min_seconds, vad_threshold)
 
     # --- public API -------------------------------------------------------------------------------
     def predict_array(self, waveform, sample_rate: int) -> dict:
@@ -244,7 +247,7 @@ class EmotionPredictor:
         """Model, windowing and speech settings, for reports and /health."""
         return {"model": self.model_name, "classes": self.classes, "sample_rate": self.sample_rate,
                 "window_seconds": self.window / self.sample_rate, "hop_seconds": self.hop / self.sample_rate,
-                "vad": self.vad, "min_seconds": self.min_seconds,
+                "vad": self.vad, "vad_threshold": self.vad_threshold, "min_seconds": self.min_seconds,
                 "backend": "onnx" if isinstance(self.backend, OnnxBackend) else "torch"}
 
 
@@ -285,4 +288,5 @@ def predictor_from_config(cfg) -> EmotionPredictor:
     """The predictor the shared settings (conf/_inference.yaml) describe: predict and serve use it."""
     return EmotionPredictor.from_checkpoint(cfg.ckpt, backend=cfg.backend, device=cfg.device,
                                             window_seconds=cfg.window_seconds, hop_seconds=cfg.hop_seconds,
-                                            batch_size=cfg.batch_size, vad=cfg.vad, min_seconds=cfg.min_seconds)
+                                            batch_size=cfg.batch_size, vad=cfg.vad, min_seconds=cfg.min_seconds,
+                                            vad_threshold=cfg.vad_threshold)
