@@ -291,6 +291,20 @@ def test_every_requested_path_gets_exactly_one_entry(tmp_path, monkeypatch):
     assert not any("System error" in r.get("error", "") for r in results)
 
 
+def test_an_unreachable_folder_on_the_path_is_a_permission_error_entry(tmp_path, monkeypatch):
+    hidden = tmp_path / "private" / "clip.wav"
+    real_stat = Path.stat
+
+    def refuse(self, *args, **kwargs):  # what stat says under a folder without execute permission (root ignores it)
+        if self == hidden:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse)
+    [entry] = make_predictor().predict_files([hidden])
+    assert entry["error"].startswith("permission denied")
+
+
 def test_a_folder_named_like_audio_with_audio_inside_is_expanded(tmp_path):
     write_speech(tmp_path / "take.wav" / "inner.wav")
     results = make_predictor().predict_files(input_files(str(tmp_path / "take.wav")))

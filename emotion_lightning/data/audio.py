@@ -45,15 +45,15 @@ def check_readable(path: str | Path) -> None:
     """Raise AudioError in words a person understands when `path` is not a readable regular file
     (libsndfile says only "System error." for a missing file or a permission problem)."""
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise AudioError(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)")
-    if not path.exists():
-        raise AudioError("file not found; check the path")
-    if path.is_dir():
-        raise AudioError("is a folder, not an audio file; pass the folder itself to read the audio inside")
-    if not path.is_file():
-        raise AudioError("not a regular file (a device, socket or pipe); pass an audio file")
     try:
+        if path.is_symlink() and not path.exists():
+            raise AudioError(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)")
+        if not path.exists():
+            raise AudioError("file not found; check the path")
+        if path.is_dir():
+            raise AudioError("is a folder, not an audio file; pass the folder itself to read the audio inside")
+        if not path.is_file():
+            raise AudioError("not a regular file (a device, socket or pipe); pass an audio file")
         with path.open("rb"):
             pass
     except PermissionError:

@@ -8,6 +8,7 @@ per-window timeline; a file without speech gets `"emotion": null, "no_speech": t
 The ONNX path imports neither torch nor torchaudio, so a deployment can run on onnxruntime alone.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -193,9 +194,13 @@ class EmotionPredictor:
     # --- internals --------------------------------------------------------------------------------
     def _load(self, path: str | Path) -> np.ndarray:
         """`load`, with a folder that holds no audio (requested, or named like audio) said as such."""
-        if Path(path).is_dir() and not find_audio_files(path, PREDICT_EXTENSIONS):
-            raise AudioError(f"a folder with no audio files ({', '.join(PREDICT_EXTENSIONS)}) inside")
-        return load(path, self.sample_rate)
+        try:
+            return load(path, self.sample_rate)
+        except AudioError:
+            with contextlib.suppress(OSError):  # a path stat cannot reach keeps load's permission message
+                if Path(path).is_dir() and not find_audio_files(path, PREDICT_EXTENSIONS):
+                    raise AudioError(f"a folder with no audio files ({', '.join(PREDICT_EXTENSIONS)}) inside") from None
+            raise
 
     def _fill(self, results: list, pending: list[tuple[int, np.ndarray]], paths: list) -> None:
         summaries = self._predict_waveforms([waveform for _, waveform in pending])
