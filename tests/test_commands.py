@@ -208,8 +208,9 @@ def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
     assert full.returncode != 0 and "Traceback" in full.stderr and "MissingFileError" in full.stderr
 
 
-def test_predict_of_missing_audio_and_a_bad_setting_are_one_message(tmp_path):
+def test_predict_with_a_missing_checkpoint_is_one_message_and_status_2(tmp_path):
+    """Nothing can run: predict's documented status 2, the checkpoint named, nothing written."""
     result = run_command("predict", f"ckpt={tmp_path}/nope.ckpt", f"audio={tmp_path}/missing.wav", cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: audio=") and "missing.wav does not exist" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: checkpoint ") and "nope.ckpt does not exist" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no predictions.json, no outputs/

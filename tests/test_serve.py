@@ -20,7 +20,8 @@ MAX_UPLOAD_MB, MAX_SECONDS = 0.5, 10
 
 @pytest.fixture(scope="module")
 def client(trained_checkpoint):
-    app = create_app(EmotionPredictor.from_checkpoint(trained_checkpoint), MAX_UPLOAD_MB, MAX_SECONDS)
+    # vad=none: the uploads are the fixture model's steady tones, which a voice-activity detector calls no speech
+    app = create_app(EmotionPredictor.from_checkpoint(trained_checkpoint, vad="none"), MAX_UPLOAD_MB, MAX_SECONDS)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -94,6 +95,7 @@ def test_too_long_recording_is_413(client):
 def test_missing_file_field_explains_the_form(client):
     response = client.post("/predict", data={"audio": "clip.wav"})
     assert response.status_code == 422 and "field `file`" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["body", "file"]  # JSON objects, not a Python repr
 
 
 def test_m4a_without_ffmpeg_is_422_saying_what_to_install(client, monkeypatch):
@@ -126,5 +128,6 @@ def test_serve_and_export_configs_build_what_the_commands_run(trained_checkpoint
     app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
     health = TestClient(app).get("/health").json()
     assert (health["hop_seconds"], health["max_upload_mb"], health["backend"]) == (1.0, 1, "torch")
+    assert (health["vad"], health["min_seconds"]) == ("silero", 0.5)
     export_cfg = compose("export", [f"ckpt={trained_checkpoint}"])
     assert (export_cfg.format, export_cfg.output, export_cfg.opset) == ("onnx", None, 18)

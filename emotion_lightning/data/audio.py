@@ -1,5 +1,7 @@
 """Reading audio files: any format libsndfile reads, mixed to mono and resampled to the model rate."""
 
+import errno
+import os
 import shutil
 import subprocess
 import tempfile
@@ -17,13 +19,48 @@ FFMPEG_HINT = ("install ffmpeg (apt-get install ffmpeg, or pip install 'emotion-
                "binary), or convert the file to WAV/FLAC first")
 
 
-def find_audio_files(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Every file under `root` (recursively) whose extension is in `extensions`, sorted by path."""
-    return sorted(path for path in Path(root).rglob("*") if path.suffix.lower() in extensions and path.is_file())
+# An array axis this long or shorter may be channels; a longer one is samples (arrays of unknown layout).
+MAX_CHANNELS = 32
+# Below this a "sample rate" is a mistake (seconds or kHz passed as Hz), and resampling it would blow up memory.
+MIN_SAMPLE_RATE = 1000
 
 
-class AudioError(Exception):
-    """A file that cannot be used as audio; the message says why."""
+def find_audio_files(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+                     files_only: bool = True) -> list[Path]:
+    """Every file under `root` (recursively) whose extension is in `extensions`, sorted by path.
+
+    files_only=False also lists what only looks like audio by name (a folder called x.wav, a broken link), so a
+    caller that must answer for every such path can report it instead of dropping it silently.
+    """
+    return sorted(path for path in Path(root).rglob("*")
+                  if path.suffix.lower() in extensions and (path.is_file() or not files_only))
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used (a file or an array); the message says why. A ValueError, so callers of
+    `predict_array` can catch one type for every bad input."""
+
+
+def check_readable(path: str | Path) -> None:
+    """Raise AudioError in words a person understands when `path` is not a readable regular file
+    (libsndfile says only "System error." for a missing file or a permission problem)."""
+    path = Path(path)
+    try:
+        if path.is_symlink() and not path.exists():
+            raise AudioError(f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)")
+        if not path.exists():
+            raise AudioError("file not found; check the path")
+        if path.is_dir():
+            raise AudioError("is a folder, not an audio file; pass the folder itself to read the audio inside")
+        if not path.is_file():
+            raise AudioError("not a regular file (a device, socket or pipe); pass an audio file")
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        raise AudioError("permission denied: this user cannot read the file; check its permissions") from None
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno in errno.errorcode else str(error)
+        raise AudioError(f"cannot open the file: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -40,6 +77,7 @@ class AudioInfo:
 def probe(path: str | Path) -> AudioInfo:
     """Read the header only; raise AudioError for unreadable or empty files."""
     path = Path(path)
+    check_readable(path)
     try:
         if path.stat().st_size == 0:
             raise AudioError("empty file (0 bytes)")
@@ -98,6 +136,9 @@ def load(path: str | Path, sample_rate: int) -> np.ndarray:
     libsndfile reads WAV, FLAC, OGG/Opus and MP3; M4A/AAC go through ffmpeg when one is installed.
     """
     path = Path(path)
+    check_readable(path)
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
     try:
         data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:
@@ -107,6 +148,55 @@ def load(path: str | Path, sample_rate: int) -> np.ndarray:
     return to_model_rate(data, int(source_rate), sample_rate)
 
 
+def channels_last(waveform, sample_rate) -> tuple[np.ndarray, int]:
+    """An in-memory recording of unknown layout -> ((samples, channels) float32, rate), or AudioError saying why.
+
+    Takes numpy arrays and torch tensors (converted without importing torch), any float or integer dtype
+    (integers scaled to [-1, 1], unsigned ones centred first), and (samples,), (channels, samples) or
+    (samples, channels). The channel axis is taken only when the shape says so: one axis of at most
+    MAX_CHANNELS and the other longer, or an axis of length 1; anything else would silently read channels as
+    time (a (2, N) array as N channels of 2 samples), so it is refused naming the shape.
+    """
+    if sample_rate is None:
+        raise AudioError("sample_rate is required: the rate (Hz) the waveform was recorded at, e.g. 16000")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+            or not float(sample_rate).is_integer() or sample_rate <= 0:
+        raise AudioError(f"sample_rate={sample_rate!r}; pass a positive whole number of samples per second")
+    if hasattr(waveform, "detach") and hasattr(waveform, "numpy"):  # a torch tensor (torch is already loaded)
+        waveform = waveform.detach().cpu()
+        waveform = (waveform.float() if waveform.is_floating_point() else waveform).numpy()
+    data = np.asarray(waveform)
+    kind = data.dtype.kind
+    if kind not in "fiu":
+        raise AudioError(f"waveform of dtype {data.dtype}; pass float or integer samples")
+    if data.ndim == 0 or data.ndim > 2:
+        raise AudioError(f"waveform of shape {data.shape}; pass (samples,), (channels, samples) or "
+                         "(samples, channels)")
+    if data.size == 0:
+        raise AudioError(f"no audio samples (shape {data.shape})")
+    if kind == "f":
+        if not np.isfinite(data).all():
+            raise AudioError("waveform contains NaN or infinite samples; clean or drop them first")
+        with np.errstate(over="ignore"):
+            data = data.astype(np.float32)
+        if not np.isfinite(data).all():
+            raise AudioError("waveform has samples beyond the float32 range; scale it to [-1, 1] first")
+    else:
+        bits = data.dtype.itemsize * 8
+        centre = 2.0 ** (bits - 1) if kind == "u" else 0.0
+        data = ((data.astype(np.float64) - centre) / 2.0 ** (bits - 1)).astype(np.float32)
+    if data.ndim == 1:
+        return data[:, None], int(sample_rate)
+    rows, columns = data.shape
+    if columns == 1 or (rows > MAX_CHANNELS >= columns):
+        return data, int(sample_rate)
+    if rows == 1 or (columns > MAX_CHANNELS >= rows):
+        return np.ascontiguousarray(data.T), int(sample_rate)
+    raise AudioError(f"waveform of shape {data.shape}: cannot tell channels from samples (a channel axis has at "
+                     f"most {MAX_CHANNELS} entries and the other axis must be longer); pass (samples,) for mono "
+                     "or (samples, channels)")
+
+
 def to_model_rate(data: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
     """(samples, channels) or (samples,) audio -> mono float32 at `sample_rate`; AudioError if unusable."""
     data = np.asarray(data, dtype=np.float32)
@@ -114,8 +204,9 @@ def to_model_rate(data: np.ndarray, source_rate: int, sample_rate: int) -> np.nd
         data = data[:, None]
     if data.ndim != 2:
         raise AudioError(f"expected (samples,) or (samples, channels) audio, got shape {data.shape}")
-    if source_rate <= 0:
-        raise AudioError(f"sample rate must be positive, got {source_rate}")
+    if source_rate < MIN_SAMPLE_RATE:
+        raise AudioError(f"sample rate {source_rate} Hz is below {MIN_SAMPLE_RATE} Hz, not an audio rate; give the "
+                         "rate in samples per second (e.g. 16000)")
     if data.shape[0] == 0:
         raise AudioError("no audio samples")
     if not np.isfinite(data).all():

@@ -1,14 +1,17 @@
 """The HTTP app (FastAPI) around one predictor; `python -m emotion_lightning.serve` runs it.
 
 POST /predict takes an audio upload (multipart field `file`; WAV, FLAC, OGG/Opus, MP3, M4A/AAC with ffmpeg)
-and answers what `predict` writes per file; GET /health describes the model. Bad uploads get a 4xx with a
-message saying what is wrong: 400 empty, 413 too large or too long, 422 undecodable or no `file` field.
+and answers what `predict` writes per file (`"emotion": null, "no_speech": true` without speech); GET /health
+describes the model. Bad uploads get a 4xx whose JSON body's `detail` says what is wrong: 400 empty, 413 too
+large or too long, 422 undecodable, shorter than min_seconds, or no `file` field (with the form's validation
+`errors` as a JSON list).
 """
 
 import tempfile
 from pathlib import Path
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -36,7 +39,8 @@ def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_secon
     async def explain_bad_form(request: Request, error: RequestValidationError):
         return JSONResponse(status_code=422, content={
             "detail": "POST /predict expects multipart/form-data with the audio file in the field `file` "
-                      "(e.g. curl -F file=@clip.wav http://HOST:PORT/predict)", "errors": str(error.errors())})
+                      "(e.g. curl -F file=@clip.wav http://HOST:PORT/predict)",
+            "errors": jsonable_encoder(error.errors(), custom_encoder={bytes: lambda b: f"<{len(b)} bytes>"})})
 
     @app.get("/health")
     def health() -> dict:
@@ -61,6 +65,9 @@ def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_secon
         seconds = len(waveform) / predictor.sample_rate
         if seconds > max_seconds:
             raise HTTPException(413, f"{name}: {seconds:.1f} s of audio is longer than max_seconds={max_seconds:g}")
-        return {"file": name, **predictor.predict_array(waveform, predictor.sample_rate)}
+        try:
+            return {"file": name, **predictor.predict_array(waveform, predictor.sample_rate)}
+        except AudioError as error:  # too short for min_seconds
+            raise HTTPException(422, f"{name}: {error}") from None
 
     return app

@@ -1,11 +1,14 @@
 """`EmotionPredictor`: emotions of files, folders or arrays from a checkpoint (PyTorch) or an ONNX export.
 
-Audio is decoded by `emotion_lightning.data.audio.load` (any rate, mixed to mono), cut into the model's
-training window with overlap (`windows.py`), run in batches, and summarised per file: emotion,
-confidence and per-class probabilities (the mean over windows) plus the per-window timeline.
+Audio is decoded by `emotion_lightning.data.audio.load` (any rate, mixed to mono), refused when shorter
+than `min_seconds`, cut into the model's training window with overlap (`windows.py`), checked for speech
+per window (`speech.py`: windows without speech are marked and not run), run in batches, and summarised
+per file: emotion, confidence and per-class probabilities (the mean over the speech windows) plus the
+per-window timeline; a file without speech gets `"emotion": null, "no_speech": true`.
 The ONNX path imports neither torch nor torchaudio, so a deployment can run on onnxruntime alone.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -14,10 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, find_audio_files, load,
-                                    to_model_rate)
+from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, channels_last,
+                                          find_audio_files, load, to_model_rate)
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.inference.metadata import METADATA_KEY, default_output, metadata
+from emotion_lightning.inference.speech import speech_detector, speech_windows
 from emotion_lightning.inference.windows import cut, window_starts
 
 log = logging.getLogger(__name__)
@@ -87,22 +91,32 @@ class OnnxBackend:
 
 
 class EmotionPredictor:
-    """Emotion of any recording: overlapping model windows, batched, averaged into one answer per file."""
+    """Emotion of any recording: overlapping model windows, batched, averaged into one answer per file.
+
+    Only windows with speech are run and averaged (vad=silero, or vad=none for the silence floor alone), and
+    recordings shorter than `min_seconds` are refused, so silence, a DC offset or a click never get a label.
+    """
 
     def __init__(self, backend, classes: list[str], sample_rate: int, window_seconds: float,
-                 hop_seconds: float | None = None, batch_size: int = 16, model_name: str = "model"):
+                 hop_seconds: float | None = None, batch_size: int = 16, model_name: str = "model",
+                 vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3):
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
         self.window = int(round(window_seconds * self.sample_rate))
         self.hop = int(round((hop_seconds if hop_seconds else window_seconds / 2) * self.sample_rate))
         window_starts(self.window, self.window, self.hop)  # refuses a bad window or hop now, not on first use
         if batch_size < 1:
             raise SettingError(f"batch_size={batch_size}; use 1 or more windows per forward pass")
+        if min_seconds is None or min_seconds < 0:
+            raise SettingError(f"min_seconds={min_seconds}; use 0 or more seconds (0.5 by default)")
         self.batch_size, self.model_name = batch_size, model_name
+        self.vad, self.detector, self.min_seconds = vad, speech_detector(vad, vad_threshold), float(min_seconds)
+        self.vad_threshold = vad_threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
                         window_seconds: float | None = None, hop_seconds: float | None = None,
-                        batch_size: int = 16) -> "EmotionPredictor":
+                        batch_size: int = 16, vad: str = "silero", min_seconds: float = 0.5,
+                        vad_threshold: float = 0.3) -> "EmotionPredictor":
         """From a training checkpoint (.ckpt) or an ONNX export (.onnx).
 
         backend=onnx with a .ckpt exports it beside the checkpoint on first use (and again when the
@@ -110,53 +124,60 @@ class EmotionPredictor:
         """
         path = Path(path)
         if path.suffix == ".onnx":
-            return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size)
+            return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size, vad=vad,
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
         if backend not in ("torch", "onnx"):
             raise SettingError(f"backend={backend!r}; use torch or onnx")
         if not path.is_file():
             raise MissingFileError(f"checkpoint {path} does not exist; pass the .ckpt in a run dir's checkpoints/")
         if backend == "onnx":
             exported = ensure_onnx_export(path)
-            return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size)
+            return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size, vad=vad,
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
         from emotion_lightning.models.module import EmotionClassifier
 
         model = EmotionClassifier.from_checkpoint(path)
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
-                   window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"])
+                   window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"], vad, min_seconds,
+                   vad_threshold)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", window_seconds: float | None = None,
-                  hop_seconds: float | None = None, batch_size: int = 16, threads: int = 0) -> "EmotionPredictor":
+                  hop_seconds: float | None = None, batch_size: int = 16, threads: int = 0, vad: str = "silero",
+                  min_seconds: float = 0.5, vad_threshold: float = 0.3) -> "EmotionPredictor":
         backend = OnnxBackend(path, device, threads)
         info = backend.info
         if window_seconds and int(round(window_seconds * info["sample_rate"])) != backend.window:
             raise SettingError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
                                f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
-                   info["model"])
+                   info["model"], vad, min_seconds, vad_threshold)
 
     # --- public API -------------------------------------------------------------------------------
     def predict_array(self, waveform, sample_rate: int) -> dict:
-        """Emotion of an in-memory recording: (samples,) or (samples, channels) at `sample_rate`."""
-        mono = to_model_rate(np.asarray(waveform), int(sample_rate), self.sample_rate)
-        return self._predict_waveforms([mono])[0]
+        """Emotion of an in-memory recording at `sample_rate` (required): a numpy array or torch tensor of any
+        float or integer dtype, (samples,), (channels, samples) or (samples, channels). Raises AudioError (a
+        ValueError) naming the problem for a shape whose channel axis is ambiguous, NaN/Inf, a missing or
+        non-positive rate, or audio shorter than min_seconds."""
+        data, rate = channels_last(waveform, sample_rate)
+        return self._predict_waveforms([self._long_enough(to_model_rate(data, rate, self.sample_rate))])[0]
 
     def predict_file(self, path: str | Path) -> dict:
-        """Emotion of one file; raises AudioError when it cannot be decoded."""
-        return {"file": str(path), **self._predict_waveforms([load(path, self.sample_rate)])[0]}
+        """Emotion of one file; raises AudioError when it cannot be read, decoded, or is too short."""
+        waveform = self._long_enough(self._load(path))
+        return {"file": str(path), **self._predict_waveforms([waveform])[0]}
 
     def predict_files(self, paths: list[str | Path], progress: bool = False) -> list[dict]:
-        """Emotions of many files in input order, in batches of windows across files. An unreadable file
-        gives `{"file": ..., "error": ...}` and the others go on."""
+        """Emotions of many files in input order, in batches of windows across files. A file that cannot be
+        used gives `{"file": ..., "error": ...}` and the others go on; the caller reports it."""
         results: list[dict | None] = [None] * len(paths)
         pending: list[tuple[int, np.ndarray]] = []
         pending_windows = 0
         for index, path in enumerate(tqdm(paths, desc="predict", unit="file", disable=not progress)):
             try:
-                waveform = load(path, self.sample_rate)
+                waveform = self._long_enough(self._load(path))
             except AudioError as error:
-                log.warning("skipped %s: %s", path, error)
                 results[index] = {"file": str(path), "error": str(error)}
                 continue
             pending.append((index, waveform))
@@ -168,48 +189,71 @@ class EmotionPredictor:
         return results
 
     def predict_directory(self, folder: str | Path, progress: bool = False) -> list[dict]:
-        """Every audio file under `folder` (recursively, sorted by path)."""
-        return self.predict_files(audio_files(folder), progress)
+        """Every audio file under `folder` (recursively, sorted by path), as `audio=folder` does."""
+        return self.predict_files(input_files(folder), progress)
 
     # --- internals --------------------------------------------------------------------------------
+    def _load(self, path: str | Path) -> np.ndarray:
+        """`load`, with a folder that holds no audio (requested, or named like audio) said as such."""
+        try:
+            return load(path, self.sample_rate)
+        except AudioError:
+            with contextlib.suppress(OSError):  # a path stat cannot reach keeps load's permission message
+                if Path(path).is_dir() and not find_audio_files(path, PREDICT_EXTENSIONS):
+                    raise AudioError(f"a folder with no audio files ({', '.join(PREDICT_EXTENSIONS)}) inside") from None
+            raise
+
     def _fill(self, results: list, pending: list[tuple[int, np.ndarray]], paths: list) -> None:
         summaries = self._predict_waveforms([waveform for _, waveform in pending])
         for (index, _), summary in zip(pending, summaries):
             results[index] = {"file": str(paths[index]), **summary}
 
+    def _long_enough(self, waveform: np.ndarray) -> np.ndarray:
+        """The waveform, or AudioError naming min_seconds when it is too short to judge (a shorter one than a
+        window but at least min_seconds is zero-padded, as in training)."""
+        seconds = len(waveform) / self.sample_rate
+        if len(waveform) == 0 or seconds < self.min_seconds:
+            raise AudioError(f"{seconds:.3g} s of audio is shorter than the minimum min_seconds={self.min_seconds:g} "
+                             "s; record a longer clip (or lower min_seconds)")
+        return waveform
+
     def _predict_waveforms(self, waveforms: list[np.ndarray]) -> list[dict]:
-        """Window every waveform, run all windows in batches of `batch_size`, summarise per waveform."""
+        """Window every waveform, run its speech windows in batches of `batch_size`, summarise per waveform."""
         if not waveforms:
             return []
         starts = [window_starts(len(w), self.window, self.hop) for w in waveforms]
-        rows = itertools.chain.from_iterable(cut(w, s, self.window) for w, s in zip(waveforms, starts))
-        batches = []
+        speech = [speech_windows(w, self.sample_rate, s, self.window, self.detector) for w, s in zip(waveforms, starts)]
+        rows = itertools.chain.from_iterable(
+            itertools.compress(cut(w, s, self.window), keep) for w, s, keep in zip(waveforms, starts, speech))
+        batches = [np.empty((0, len(self.classes)))]
         while batch := list(itertools.islice(rows, self.batch_size)):
             batches.append(self.backend(np.stack(batch)))
-        probabilities = np.concatenate(batches).astype(np.float64)
-        summaries, offset = [], 0
-        for waveform, file_starts in zip(waveforms, starts):
-            file_probabilities = probabilities[offset:offset + len(file_starts)]
-            offset += len(file_starts)
-            summaries.append(self._summary(len(waveform), file_starts, file_probabilities))
-        return summaries
+        probabilities = iter(np.concatenate(batches).astype(np.float64))
+        return [self._summary(len(waveform), file_starts, [next(probabilities) if keep else None for keep in mask])
+                for waveform, file_starts, mask in zip(waveforms, starts, speech)]
 
-    def _summary(self, num_samples: int, starts: list[int], probabilities: np.ndarray) -> dict:
-        """Aggregate = mean of the window probabilities; plus one timeline entry per window."""
+    def _summary(self, num_samples: int, starts: list[int], probabilities: list[np.ndarray | None]) -> dict:
+        """Aggregate = mean of the speech windows' probabilities (no label without speech); plus one timeline
+        entry per window, marked `speech: false` without a label when it holds none."""
         rate = self.sample_rate
         timeline = [{"start": start / rate, "end": min(start + self.window, num_samples) / rate,
-                     **self._verdict(p)} for start, p in zip(starts, probabilities)]
-        return {"duration": num_samples / rate, **self._verdict(probabilities.mean(axis=0)), "windows": timeline}
+                     "speech": p is not None, **self._verdict(p)} for start, p in zip(starts, probabilities)]
+        spoken = [p for p in probabilities if p is not None]
+        return {"duration": num_samples / rate, **self._verdict(np.mean(spoken, axis=0) if spoken else None),
+                "no_speech": not spoken, "windows": timeline}
 
-    def _verdict(self, probabilities: np.ndarray) -> dict:
+    def _verdict(self, probabilities: np.ndarray | None) -> dict:
+        if probabilities is None:
+            return {"emotion": None, "confidence": None, "probabilities": None}
         best = int(np.argmax(probabilities))
         return {"emotion": self.classes[best], "confidence": float(probabilities[best]),
                 "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities)}}
 
     def describe(self) -> dict:
-        """Model and windowing settings, for reports and /health."""
+        """Model, windowing and speech settings, for reports and /health."""
         return {"model": self.model_name, "classes": self.classes, "sample_rate": self.sample_rate,
                 "window_seconds": self.window / self.sample_rate, "hop_seconds": self.hop / self.sample_rate,
+                "vad": self.vad, "vad_threshold": self.vad_threshold, "min_seconds": self.min_seconds,
                 "backend": "onnx" if isinstance(self.backend, OnnxBackend) else "torch"}
 
 
@@ -226,31 +270,29 @@ def ensure_onnx_export(checkpoint: Path) -> Path:
     return exported
 
 
-def audio_files(folder: str | Path) -> list[Path]:
-    """Audio files under `folder` by extension (WAV, FLAC, OGG/Opus, MP3, M4A/AAC), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingFileError(f"audio={folder} is not a folder")
-    found = find_audio_files(folder, PREDICT_EXTENSIONS)
-    if not found:
-        raise MissingFileError(f"no audio files ({', '.join(PREDICT_EXTENSIONS)}) under {folder}")
-    return found
-
-
 def input_files(audio) -> list[Path]:
-    """`audio=` as files: a folder (recursively), one file, or a list of files."""
-    if isinstance(audio, (list, tuple)) or type(audio).__name__ == "ListConfig":
-        return [Path(p) for p in audio]
-    path = Path(audio)
-    if path.is_dir():
-        return audio_files(path)
-    if not path.exists():
-        raise MissingFileError(f"audio={audio} does not exist; pass a file, a folder or a list [a.wav,b.flac]")
-    return [path]
+    """`audio=` (a file, a folder, or a list of both) as the paths to answer for, so every request gets an entry.
+
+    A folder becomes the audio files under it (recursively, sorted; WAV, FLAC, OGG/Opus, MP3, M4A/AAC) plus
+    whatever is only named like audio there (a folder x.wav, a broken link), which then gets an error entry
+    instead of vanishing; a folder with none is kept as itself to get one. Missing paths are kept as well:
+    `predict_files` turns each into an error entry saying what is wrong.
+    """
+    many = isinstance(audio, (list, tuple)) or type(audio).__name__ == "ListConfig"
+    requested = list(audio) if many else [audio]
+    if not requested or any(item is None or str(item) == "" for item in requested):
+        raise SettingError(f"audio={audio!r} names no file; pass a file, a folder or a list [a.wav,recordings/]")
+    files: list[Path] = []
+    for item in requested:
+        path = Path(item)
+        found = find_audio_files(path, PREDICT_EXTENSIONS, files_only=False) if path.is_dir() else []
+        files.extend(found or [path])
+    return files
 
 
 def predictor_from_config(cfg) -> EmotionPredictor:
     """The predictor the shared settings (conf/_inference.yaml) describe: predict and serve use it."""
     return EmotionPredictor.from_checkpoint(cfg.ckpt, backend=cfg.backend, device=cfg.device,
                                             window_seconds=cfg.window_seconds, hop_seconds=cfg.hop_seconds,
-                                            batch_size=cfg.batch_size)
+                                            batch_size=cfg.batch_size, vad=cfg.vad, min_seconds=cfg.min_seconds,
+                                            vad_threshold=cfg.vad_threshold)

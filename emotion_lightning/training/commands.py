@@ -34,6 +34,7 @@ QUIET_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
 # Warnings about other libraries' deprecated internals (message regex), e.g. Lightning's use of torch's pytree.
 QUIET_WARNINGS = (r".*LeafSpec.*", r".*torchvision.*", r".*onnxscript.*")
 
+
 class _DropMessages(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]):
         super().__init__()
@@ -53,6 +54,7 @@ def quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=message)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
 
 def full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -83,8 +85,9 @@ def remove_if_only_hydra_files(run_dir: Path | None) -> bool:
 
 
 @contextmanager
-def command():
-    """Run a command's work with the shared error handling and quieting described above."""
+def command(status: int = 1):
+    """Run a command's work with the shared error handling and quieting described above; `status` is the exit
+    status of an expected error (predict documents 2: nothing could run)."""
     quiet_third_party()
     try:
         yield
@@ -98,4 +101,4 @@ def command():
 
             raise CompactHydraException(f"error: {error}") from error
         print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(status) from None
