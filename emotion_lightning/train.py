@@ -8,7 +8,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
-from emotion_lightning.evaluation.test_results import save_report, test_report
+from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model
 from emotion_lightning.training.failures import record_failure
@@ -30,7 +30,7 @@ def train(cfg: DictConfig) -> dict:
     else:
         fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers)
     report = run_record(cfg, test_report(model, datamodule), model, datamodule, **fit_facts)
-    save_report(Path(cfg.paths.output_dir), report)
+    save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
     log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 

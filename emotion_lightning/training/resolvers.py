@@ -2,6 +2,7 @@
 
     ${job_device:accelerator}  ${job_device:devices}  ${job_device:precision}   (conf/trainer/auto.yaml)
     ${sweep_name:}                                                              (conf/logger/wandb.yaml)
+    ${choice:data,checkpoint}                                                   (conf/eval.yaml)
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
 """
 
@@ -48,8 +49,17 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
+def choice(group: str, default: str) -> str:
+    """The option chosen for a config group, or `default` where none is (eval's data and split default to the
+    checkpoint's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    chosen = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    return str(chosen) if chosen is not None else default
+
+
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
-    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name)):
+    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name), ("choice", choice)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
