@@ -92,7 +92,7 @@ def test_split_csv_read_back_by_split_file_gives_the_same_partition(short_runs, 
 
 def test_a_restart_with_another_recipe_in_the_same_run_dir_is_refused(short_runs, data_dir):
     run = short_runs / "epochs1"
-    before = (run / "metrics.json").read_text()
+    kept = {name: (run / name).read_bytes() for name in ("metrics.json", "split.csv", "csv/metrics.csv")}
     result = run_train(*common(data_dir, short_runs.parent / "cache"), f"hydra.run.dir={run}", "trainer.max_epochs=3",
                        "data.batch_size=8")
     assert result.returncode != 0
@@ -100,7 +100,7 @@ def test_a_restart_with_another_recipe_in_the_same_run_dir_is_refused(short_runs
     assert "trainer.max_epochs: 3 here, 1 in the checkpoint" in result.stderr
     assert "data.batch_size: 8 here, 16 in the checkpoint" in result.stderr
     assert "force_resume=true" in result.stderr and "new run dir" in result.stderr
-    assert (run / "metrics.json").read_text() == before
+    assert {name: (run / name).read_bytes() for name in kept} == kept  # refused before anything is rewritten
 
 
 @pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "+trainer.fast_dev_run=true"])

@@ -46,7 +46,16 @@ def check_same_run(cfg: DictConfig, resume_from: str) -> None:
         f"{Path(resume_from).parent}; to resume it anyway, add force_resume=true.")
 
 
-def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list) -> dict:
+def checked_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint this run resumes from, checked to be of the same run. Called first thing in a job, so a
+    refused restart leaves the run dir as it was (loggers and split files are not yet rewritten)."""
+    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    if resume_from:
+        check_same_run(cfg, resume_from)
+    return resume_from
+
+
+def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, resume_from: str | None = None) -> dict:
     """Fit on train, select on val, test the best checkpoint (the last weights when there is none: a
     `fast_dev_run` smoke test saves no checkpoint)."""
     model.set_class_weights(datamodule.class_weights())
@@ -54,9 +63,8 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list) ->
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
-    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir)) if model.trainable else None
+    resume_from = resume_from if model.trainable else None
     if resume_from:
-        check_same_run(cfg, resume_from)
         log.info("resuming from %s", resume_from)
     start = time.perf_counter()
     if model.trainable:
