@@ -9,12 +9,12 @@ from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import UsageError
-from emotion_lightning.evaluation.test_results import save_report, test_report
+from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model
 from emotion_lightning.training.commands import command
 from emotion_lightning.training.failures import record_failure
-from emotion_lightning.training.fit import fit_and_test_classical, fit_and_test_lightning
+from emotion_lightning.training.fit import checked_resume, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
 from emotion_lightning.training.run_facts import resolved_config, run_record
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict:
     """Train and test the configured model; write metrics.json and plots to the run dir."""
+    resume_from = checked_resume(cfg)  # before anything is written into the run dir
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
@@ -30,9 +31,9 @@ def train(cfg: DictConfig) -> dict:
     if isinstance(model, FeatureClassifier):
         fit_facts = fit_and_test_classical(model, datamodule)
     else:
-        fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers)
+        fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers, resume_from)
     report = run_record(cfg, test_report(model, datamodule), model, datamodule, **fit_facts)
-    save_report(Path(cfg.paths.output_dir), report)
+    save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
     log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 

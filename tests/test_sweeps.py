@@ -111,8 +111,9 @@ def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_swe
     markdown = (report / "report.md").read_text()
     assert markdown.count("| ok |") == 4 and "## Mean test UA under each condition" in markdown
     page = (report / "report.html").read_text()
-    # per-emotion F1 bars, UA per condition, a confusion matrix per configuration (model x condition)
-    assert page.count("data:image/png;base64,") == 1 + 1 + 4
+    # UA per configuration, per-emotion F1 bars, UA per condition, and per configuration (model x condition)
+    # learning curves (logger=csv) and a confusion matrix
+    assert page.count("data:image/png;base64,") == 1 + 1 + 1 + 4 + 4
     assert "src='http" not in page and "<link" not in page  # self-contained: nothing fetched
 
 

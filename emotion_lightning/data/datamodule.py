@@ -163,6 +163,25 @@ class EmotionDataModule(L.LightningDataModule):
         """Manifest rows of one part, in the order its dataloader yields them (unshuffled for val/test)."""
         return self.manifest[self.assignment == part]
 
+    def clip_files(self, rows: pd.DataFrame) -> pd.Series:
+        """Each clip's path relative to its corpus root (posix): the same on any machine that holds the corpus,
+        and a path ending that `split=file` matches."""
+        roots = {corpus.name: corpus.root for corpus in self.corpora}
+        return pd.Series([Path(path).relative_to(roots[corpus]).as_posix()
+                          for path, corpus in zip(rows["path"], rows["corpus"])], index=rows.index, dtype=object)
+
+    def clip_ids(self, part: str) -> list[str]:
+        """IDs (`corpus:relative/path`) of one part's clips: what a checkpoint records of its train and val
+        parts, so that eval can tell when a test clip was trained on."""
+        rows = self.rows(part)
+        return [f"{corpus}:{file}" for corpus, file in zip(rows["corpus"], self.clip_files(rows))]
+
+    def split_table(self) -> pd.DataFrame:
+        """One row per clip used (file, corpus, speaker, part): the run's exact partition, in the format
+        `split=file` reads back."""
+        return pd.DataFrame({"file": self.clip_files(self.manifest).to_numpy(), "corpus": self.manifest["corpus"].to_numpy(),
+                             "speaker": self.manifest["speaker"].to_numpy(), "part": self.assignment})
+
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training labels (mean 1 over the classes present)."""
         counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)

@@ -203,8 +203,9 @@ class FileSplit:
       genders alternating, drawn with `seed`).
 
     A listed clip is matched on the end of its path without the extension (the clip's ID), so a bare name,
-    `Actor_01/03-01-...wav` or another machine's full path all work. Clips not listed are left out; a
-    listed clip missing from the data is an error.
+    `Actor_01/03-01-...wav` or another machine's full path all work; an optional `corpus` column (split.csv's)
+    restricts the match to that corpus's clips, other columns (split.csv's speaker) are ignored. Clips not
+    listed are left out; a listed clip missing from the data is an error.
     """
 
     speaker_disjoint = False
@@ -264,12 +265,16 @@ class FileSplit:
                 by_key.setdefault("/".join(parts[-depth:]), []).append(row)
         assignment = np.full(len(manifest), "unused", dtype=object)
         missing, ambiguous, twice = [], [], []
-        for entry, part in zip(table["file"], table["part"]):
+        corpora = table["corpus"] if "corpus" in table.columns else [None] * len(table)
+        corpus_of = manifest["corpus"].to_numpy() if "corpus" in manifest.columns else np.full(len(manifest), None)
+        for entry, corpus, part in zip(table["file"], corpora, table["part"]):
             parts, rows = clip_id(entry), []
             # The shortest end of the listed path that names exactly one clip (longer ends may differ in the
             # folders above the corpus, e.g. a benchmark's download folder).
             for depth in range(1, len(parts) + 1):
                 rows = by_key.get("/".join(parts[-depth:]), [])
+                if corpus:
+                    rows = [row for row in rows if corpus_of[row] == corpus]
                 if len(rows) <= 1:
                     break
             if not rows:

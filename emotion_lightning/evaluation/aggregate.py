@@ -1,5 +1,10 @@
 """Aggregate metrics.json files over seeds and folds: mean, sd and a 95% bootstrap CI per configuration.
 
+A configuration is every setting of the resolved config that can change a result (metrics.json's `settings`,
+see evaluation/identity.py): runs are pooled only over seed and fold, and evaluations of a checkpoint never pool
+with training runs. Configurations that share model, augmentation, data, split and condition are told apart by
+the settings they differ in (e.g. `trainer.max_epochs=1`).
+
 `write_aggregate` (`python -m emotion_lightning.aggregate FOLDER`) writes aggregate.json and aggregate.md;
 also cross_corpus.md when runs train and test on different corpora, robustness.md when runs test under several conditions, and
 ua_vs_snr.png when they sweep the SNR of a noise condition.
@@ -14,6 +19,7 @@ import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
+from emotion_lightning.evaluation.identity import POOLED, identity
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,8 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int
 
 
 def read_runs(folder: str | Path) -> pd.DataFrame:
-    """One row per metrics.json under `folder` (unreadable files are logged and left out)."""
+    """One row per metrics.json under `folder` (unreadable files are logged and left out), with its settings,
+    its configuration's key (`identity`) and label (`configuration`)."""
     rows = []
     for path in sorted(Path(folder).rglob("metrics.json")):
         try:
@@ -43,48 +50,108 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as error:
             log.warning("left out %s: %s", path, error)
             continue
-        rows.append({
+        row = {
             "run_dir": str(path.parent),
             **{key: metrics.get(key, DEFAULTS.get(key))
                for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds", "snr_db"]},
+            "kind": "eval" if "ckpt_path" in metrics else "train",
+            "seen_test_clips": metrics.get("seen_test_clips") or 0,
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
-        })
+        }
+        # Runs written before metrics.json carried settings are told apart only by their visible columns.
+        settings = metrics.get("settings") or {key: row[key] for key in GROUP_BY + ["kind", "seen_test_clips"]}
+        row |= {"settings": settings, "identity": identity(settings), "fold": settings.get("split.fold")}
+        rows.append(row)
     if not rows:
         raise MissingFileError(f"no metrics.json under {folder}")
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    runs["configuration"] = configuration_labels(runs)
+    return runs
+
+
+def _value(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=lambda key: False) -> pd.Series:
+    """Per row, the settings (`key=value, ...`) in which its configuration (`keys`) differs from the other
+    configurations with the same `base` label; empty where the base label alone tells them apart."""
+    first = dict(zip(keys, settings))  # settings are the same within a configuration, up to pooled ones
+    variants = {}
+    for label in base.unique():
+        group_keys = list(dict.fromkeys(keys[base == label]))
+        if len(group_keys) < 2:
+            variants |= {key: "" for key in group_keys}
+            continue
+        names = sorted({name for key in group_keys for name in first[key]})
+        differing = [name for name in names if name not in POOLED and not skip(name)
+                     and len({json.dumps(first[key].get(name), default=str) for key in group_keys}) > 1]
+        variants |= {key: ", ".join(f"{name}={_value(first[key].get(name))}" for name in differing)
+                     for key in group_keys}
+    return keys.map(variants)
+
+
+def configuration_labels(runs: pd.DataFrame) -> pd.Series:
+    """`model / augment / data / split / condition`, `(eval)` for evaluations of checkpoints, and the settings
+    that tell apart configurations which share those."""
+    base = runs[GROUP_BY].astype(str).agg(" / ".join, axis=1) + runs["kind"].map({"eval": " (eval)", "train": ""})
+    variant = distinguishing(base, runs["identity"], runs["settings"])
+    return base + variant.map(lambda text: f" [{text}]" if text else "")
 
 
 def aggregate(runs: pd.DataFrame) -> list[dict]:
-    """Per (model, data, split): number of runs, and mean, sd, CI of each metric."""
+    """Per configuration (runs pooled over seed and fold only): number of runs, and mean, sd, CI of each metric
+    (sd and CI only for more than one run)."""
     summary = []
-    for key, group in runs.groupby(GROUP_BY, sort=True, dropna=False):
+    for _, group in runs.groupby("configuration", sort=True, dropna=False):
         params = group["params"].iloc[0]
         seconds = group["train_seconds"].dropna().astype(float)  # evaluations of a checkpoint do not train
-        entry = {**dict(zip(GROUP_BY, key)), "runs": len(group), "params": None if pd.isna(params) else int(params),
+        label = group["configuration"].iloc[0]
+        entry = {**{key: group[key].iloc[0] for key in GROUP_BY}, "kind": group["kind"].iloc[0],
+                 "settings": label.partition(" [")[2].rstrip("]") if " [" in label else "",
+                 "configuration": label, "runs": len(group), "seen_test_clips": int(group["seen_test_clips"].sum()),
+                 "params": None if pd.isna(params) else int(params),
                  "train_seconds": float(seconds.mean()) if len(seconds) else None}
         for metric in METRICS:
             values = group[metric].astype(float).to_numpy()
-            low, high = bootstrap_ci(values)
-            entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                             "ci95": [low, high], "values": values.tolist()}
+            several = len(values) > 1
+            entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if several else None,
+                             "ci95": list(bootstrap_ci(values)) if several else None, "values": values.tolist()}
         summary.append(entry)
     return summary
 
 
-def markdown_table(summary: list[dict]) -> str:
-    lines = ["| model | augment | data | split | condition | params | runs | UA mean ± sd [95% CI] | WA mean ± sd "
-             "| macro-F1 mean ± sd | train time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def format_stat(stats: dict, interval: bool = True) -> str:
+    """`mean ± sd [low, high]`; a single run's number alone (it has no spread)."""
+    if stats["sd"] is None:
+        return f"{stats['mean']:.3f}"
+    text = f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
+    return text + (f" [{stats['ci95'][0]:.3f}, {stats['ci95'][1]:.3f}]" if interval else "")
+
+
+LEADERBOARD_COLUMNS = ["model", "augment", "data", "split", "condition", "settings", "params", "runs",
+                       "UA mean ± sd [95% CI]", "WA mean ± sd", "macro-F1 mean ± sd", "train time"]
+
+
+def leaderboard(summary: list[dict]) -> pd.DataFrame:
+    """The results table as text cells: what report.md and report.html both show."""
+    rows = []
     for entry in summary:
         ua, wa, f1 = (entry[m] for m in METRICS)
-        params = f"{entry['params']:,}" if entry["params"] is not None else ""
-        seconds = f"{entry['train_seconds']:.0f} s" if entry["train_seconds"] is not None else ""
-        lines.append(f"| {entry['model']} | {entry['augment']} | {entry['data']} | {entry['split']} | "
-                     f"{entry['condition']} | {params} | {entry['runs']} | "
-                     f"{ua['mean']:.3f} ± {ua['sd']:.3f} [{ua['ci95'][0]:.3f}, {ua['ci95'][1]:.3f}] | "
-                     f"{wa['mean']:.3f} ± {wa['sd']:.3f} | {f1['mean']:.3f} ± {f1['sd']:.3f} | "
-                     f"{seconds} |")
-    return "\n".join(lines) + "\n"
+        settings = "; ".join(part for part in ("eval of checkpoints" if entry["kind"] == "eval" else "",
+                                               entry["settings"]) if part)
+        rows.append(dict(zip(LEADERBOARD_COLUMNS, [
+            entry["model"], entry["augment"], entry["data"], entry["split"], entry["condition"], settings,
+            f"{entry['params']:,}" if entry["params"] is not None else "", str(entry["runs"]),
+            format_stat(ua), format_stat(wa, interval=False), format_stat(f1, interval=False),
+            f"{entry['train_seconds']:.0f} s" if entry["train_seconds"] is not None else ""])))
+    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
+def markdown_table(summary: list[dict]) -> str:
+    return markdown_frame(leaderboard(summary))
 
 
 def cross_corpus_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
@@ -100,12 +167,29 @@ def model_labels(runs: pd.DataFrame) -> pd.Series:
     return runs["model"].where(runs["augment"] == "none", runs["model"] + " + " + runs["augment"])
 
 
+def condition_rows(runs: pd.DataFrame) -> pd.Series:
+    """Each run's row in a table of conditions: its configuration without the test condition (model and
+    augmentation; data and split, and `(eval)`, where the runs have several; and any other setting that tells
+    rows apart)."""
+    def is_condition(key: str) -> bool:
+        return key.startswith("robustness.") or key == "condition"
+
+    keys = runs["settings"].map(lambda settings: identity({k: v for k, v in settings.items() if not is_condition(k)}))
+    base = model_labels(runs)
+    if runs[["data", "split"]].drop_duplicates().shape[0] > 1:
+        base = base + " / " + runs["data"].astype(str) + " / " + runs["split"].astype(str)
+    if runs["kind"].nunique() > 1:
+        base = base + runs["kind"].map({"eval": " (eval)", "train": ""})
+    variant = distinguishing(base, keys, runs["settings"], skip=is_condition)
+    return base + variant.map(lambda text: f" [{text}]" if text else "")
+
+
 def robustness_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean test UA per model (and augmentation) under each condition, clean first: the seeds' robustness
-    table. None unless the runs cover more than one condition."""
+    """Mean test UA per configuration (without its condition) under each condition, clean first: the seeds'
+    robustness table. None unless the runs cover more than one condition."""
     if runs["condition"].nunique() < 2:
         return None
-    matrix = runs.assign(model=model_labels(runs)).pivot_table(index="model", columns="condition", values="test_ua", aggfunc="mean")
+    matrix = runs.assign(model=condition_rows(runs)).pivot_table(index="model", columns="condition", values="test_ua", aggfunc="mean")
     ordered = sorted(matrix.columns, key=lambda condition: (condition != "clean", condition))
     return matrix[ordered]
 

@@ -38,3 +38,18 @@ def metrics_from_confusion(confusion, classes: list[str]) -> dict:
             for i, name in enumerate(classes)
         },
     }
+
+
+def resampled_ua(true: np.ndarray, predicted: np.ndarray, draws: np.ndarray, num_classes: int,
+                 chunk: int = 1000) -> np.ndarray:
+    """UA of each bootstrap resample of clips, vectorised (`draws`: resamples x clips, clip indices): the same
+    convention as metrics_from_confusion (mean recall over the classes present in the resample's truth)."""
+    true, correct = np.asarray(true), np.asarray(true) == np.asarray(predicted)
+    scores = []
+    for start in range(0, len(draws), chunk):
+        sample_true, sample_correct = true[draws[start:start + chunk]], correct[draws[start:start + chunk]]
+        support = np.stack([(sample_true == c).sum(axis=1) for c in range(num_classes)], axis=1)
+        hits = np.stack([((sample_true == c) & sample_correct).sum(axis=1) for c in range(num_classes)], axis=1)
+        recall = np.divide(hits, support, out=np.full(support.shape, np.nan), where=support > 0)
+        scores.append(np.nanmean(recall, axis=1))
+    return np.concatenate(scores) if scores else np.zeros(0)

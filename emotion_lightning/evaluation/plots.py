@@ -1,5 +1,6 @@
 """Figures written to run dirs."""
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -64,7 +65,7 @@ def plot_grouped_bars(table, path: str | Path, ylabel: str, title: str = "") -> 
     values = table.to_numpy(dtype=float)
     rows, columns = values.shape
     width = 0.8 / max(rows, 1)
-    figure, axes = plt.subplots(figsize=(min(14.0, max(6.0, 0.2 * rows * columns + 4)), 4.0))
+    figure, axes = plt.subplots(figsize=(min(12.0, max(6.0, 0.2 * rows * columns + 4)), 4.0))
     for index, (label, heights) in enumerate(zip(table.index, values)):
         axes.bar(np.arange(columns) + (index - (rows - 1) / 2) * width, np.nan_to_num(heights), width, label=str(label))
     axes.set_xticks(range(columns), [str(c) for c in table.columns], rotation=30, ha="right")
@@ -72,8 +73,47 @@ def plot_grouped_bars(table, path: str | Path, ylabel: str, title: str = "") -> 
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
+    # Below the axes, and saved with a tight box: a legend of long configuration names is never cut off.
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1 if rows > 4 else 2)
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
+        figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
+    plt.close(figure)
+
+
+def wrapped(label: str, width: int = 60) -> str:
+    return "\n".join(textwrap.wrap(label, width)) or label
+
+
+def plot_ua_intervals(labels: list[str], means, lows, highs, path: str | Path) -> None:
+    """Mean test UA per configuration with its 95% interval as whiskers (a single run: a dot alone)."""
+    means, lows, highs = (np.asarray(values, dtype=float) for values in (means, lows, highs))
+    figure, axes = plt.subplots(figsize=(9.5, 0.5 * len(labels) + 1.2))
+    positions = np.arange(len(labels))[::-1]
+    errors = np.nan_to_num(np.vstack([means - lows, highs - means]))
+    axes.errorbar(means, positions, xerr=errors, fmt="o", capsize=4, color="tab:blue")
+    axes.set_yticks(positions, [wrapped(label) for label in labels], fontsize=8)
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("test UA (mean; whiskers: 95% bootstrap CI over runs)")
+    axes.grid(axis="x", alpha=0.3)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_learning_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str = "") -> None:
+    """Train loss and val UA per epoch, one line per run (`curves`: run name -> epoch, train_loss, val_ua)."""
+    figure, (loss_axes, ua_axes) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    for name, curve in curves.items():
+        for axes, column in ((loss_axes, "train_loss"), (ua_axes, "val_ua")):
+            points = curve.dropna(subset=[column])
+            axes.plot(points["epoch"] + 1, points[column], marker=".", label=name)
+    loss_axes.set_ylabel("train loss")
+    ua_axes.set_ylabel("val UA")
+    for axes in (loss_axes, ua_axes):
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+    ua_axes.legend(fontsize=7)
+    figure.suptitle(wrapped(title, 110), fontsize=9)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
     plt.close(figure)

@@ -3,10 +3,13 @@
     python -m emotion_lightning.report outputs/multiruns/NAME [MORE_FOLDERS...]   [--out DIR]
 
 Gathers every metrics.json under the folders (and every failed or unfinished job, listed as such) and
-writes into --out (default FIRST_FOLDER/report): report.md; runs.csv (one row per job), summary.csv (mean, sd
-and 95% CI per configuration), per_emotion_f1.csv, and per_dataset.csv / cross_corpus.csv / robustness.csv when
-runs test several corpora, cross them or test under several conditions; figures/*.png (confusion matrices summed over each configuration's runs,
-per-emotion F1 bars, UA under each condition); report.html with the tables and the figures embedded.
+writes into --out (default FIRST_FOLDER/report): report.md; jobs.csv (one row per job), summary.csv (mean, sd
+and 95% CI per configuration, grouped as aggregate groups), comparisons.csv (paired comparisons of configurations
+tested on the same clips), speakers.csv (each run's held-out speakers and their UA), per_emotion_f1.csv, and
+per_dataset.csv / cross_corpus.csv / robustness.csv when runs test several corpora, cross them or test under
+several conditions; figures/*.png (UA per configuration with its interval, learning curves from the runs' CSV
+logs, confusion matrices summed over each configuration's runs, per-emotion F1 bars, UA under each condition);
+report.html with the tables and the figures embedded, no wider than a 1280 px window.
 """
 
 import base64
@@ -14,6 +17,7 @@ import html
 import json
 import logging
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +27,17 @@ from emotion_lightning.data.errors import MissingFileError
 from emotion_lightning.evaluation import aggregate
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.evaluation.unfinished import read_unfinished
-from emotion_lightning.evaluation.plots import plot_confusion_matrix, plot_grouped_bars
+from emotion_lightning.evaluation.paired import comparison_table, paired_comparisons
+from emotion_lightning.evaluation.plots import (plot_confusion_matrix, plot_grouped_bars, plot_learning_curves,
+                                                plot_ua_intervals)
 
 log = logging.getLogger(__name__)
-JOB_COLUMNS = ["job", "status", *aggregate.GROUP_BY, "seed", *aggregate.METRICS, "best_val_ua", "best_epoch",
+JOB_COLUMNS = ["job", "status", *aggregate.GROUP_BY, "settings", "seed", *aggregate.METRICS, "best_val_ua", "best_epoch",
                "params", "train_seconds", "error"]
 
 
-def configuration(row) -> str:
-    """A configuration's label: its group-by values (model / data / split ...)."""
-    return " / ".join(str(row[key]) for key in aggregate.GROUP_BY)
-
-
 def read_results(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Finished runs (aggregate.read_runs, plus a configuration label) and each run's metrics.json."""
+    """Finished runs (aggregate.read_runs, with their configuration labels) and each run's metrics.json."""
     found = []
     for folder in folders:
         try:
@@ -44,16 +45,19 @@ def read_results(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
         except FileNotFoundError:
             continue
     if not found:
-        return pd.DataFrame(columns=["run_dir", *aggregate.GROUP_BY, *aggregate.METRICS]), {}
+        return pd.DataFrame(columns=["run_dir", "configuration", *aggregate.GROUP_BY, *aggregate.METRICS]), {}
     runs = pd.concat(found, ignore_index=True)
-    runs["configuration"] = runs.apply(configuration, axis=1)
+    # Labels again over all folders: configurations told apart by a setting may come from different folders.
+    runs["configuration"] = aggregate.configuration_labels(runs)
     metrics = {run_dir: json.loads((Path(run_dir) / "metrics.json").read_text()) for run_dir in runs["run_dir"]}
     return runs, metrics
 
 
 def job_table(root: Path, runs: pd.DataFrame, metrics: dict[str, dict], unfinished: pd.DataFrame) -> pd.DataFrame:
     """One row per job: finished ones with their scores, failed or unfinished ones with why."""
-    finished = runs.assign(status="ok", error="",
+    settings = runs["configuration"].str.partition(" [")[2].str.rstrip("]")
+    settings = settings.where(runs["kind"] != "eval", ("eval; " + settings).str.rstrip("; "))
+    finished = runs.assign(status="ok", error="", settings=settings,
                            best_val_ua=[metrics[d].get("best_val_ua") for d in runs["run_dir"]],
                            best_epoch=[metrics[d].get("best_epoch") for d in runs["run_dir"]])
     others = unfinished.assign(**{key: None for key in JOB_COLUMNS if key not in unfinished})
@@ -75,14 +79,15 @@ def _job_order(job: str) -> tuple:
 
 
 def summary_table(summary: list[dict]) -> pd.DataFrame:
-    """aggregate.aggregate's entries as flat columns (mean, sd, CI bounds per metric)."""
+    """aggregate.aggregate's entries as flat columns (mean, sd, CI bounds per metric; blank for a single run)."""
     rows = []
     for entry in summary:
-        row = {key: entry[key] for key in (*aggregate.GROUP_BY, "runs", "params", "train_seconds")}
+        row = {key: entry[key] for key in (*aggregate.GROUP_BY, "kind", "settings", "runs", "params", "train_seconds")}
         for metric in aggregate.METRICS:
             stats = entry[metric]
+            low, high = stats["ci95"] or (None, None)
             row |= {f"{metric}_mean": stats["mean"], f"{metric}_sd": stats["sd"],
-                    f"{metric}_ci_low": stats["ci95"][0], f"{metric}_ci_high": stats["ci95"][1]}
+                    f"{metric}_ci_low": low, f"{metric}_ci_high": high}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -116,28 +121,65 @@ def summed_confusions(runs: pd.DataFrame, metrics: dict[str, dict]) -> dict[str,
     return confusions
 
 
+STYLE = ("body{font-family:sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;font-size:14px}"
+         "table{border-collapse:collapse;margin:1em 0;max-width:100%;font-size:12px}"
+         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;overflow-wrap:anywhere}"
+         "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}.wide{overflow-x:auto;max-width:100%}"
+         "img{max-width:100%;margin:0.5em 0}img.cm{width:380px;margin:0.3em}.failed{color:#b00}"
+         "p.note{color:#555;max-width:60em}")
+
+
 def html_page(title: str, sections: list[tuple[str, str]]) -> str:
-    """One self-contained page: each section is (heading, HTML body)."""
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-             "img{max-width:100%;margin:0.5em}.failed{color:#b00}")
+    """One self-contained page, no wider than its 1200 px column: each section is (heading, HTML body)."""
     body = "".join(f"<h2>{html.escape(heading)}</h2>\n{content}\n" for heading, content in sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n")
 
 
-def embedded_image(path: Path) -> str:
+def embedded_image(path: Path, css_class: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(path.stem)}' src='data:image/png;base64,{data}'>"
+    return f"<img class='{css_class}' alt='{html.escape(path.stem)}' src='data:image/png;base64,{data}'>"
 
 
 def html_table(table: pd.DataFrame, index: bool = False) -> str:
-    return table.to_html(index=index, float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
+    return "<div class='wide'>" + table.to_html(index=index, float_format=lambda v: f"{v:.3f}", na_rep="", border=0) + "</div>"
+
+
+def note(text: str) -> str:
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
+def learning_curve(run_dir: str) -> pd.DataFrame | None:
+    """Train loss and val UA per epoch from the run's CSV log (logger=csv), if it has one."""
+    for path in sorted(Path(run_dir).glob("*/metrics.csv")) + sorted(Path(run_dir).glob("*/*/metrics.csv")):
+        log_table = pd.read_csv(path)
+        if {"epoch", "train_loss", "val_ua"} <= set(log_table.columns):
+            return log_table.groupby("epoch", as_index=False)[["train_loss", "val_ua"]].first()
+    return None
+
+
+def run_name(run: pd.Series, jobs: dict[str, str]) -> str:
+    fold = run.get("fold")
+    return f"seed {run['seed']}" + (f", fold {int(fold)}" if fold is not None and not pd.isna(fold) else "") + \
+        f" ({jobs.get(run['run_dir'], Path(run['run_dir']).name)})"
+
+
+def held_out_speakers(runs: pd.DataFrame, metrics: dict[str, dict], jobs: dict[str, str]) -> pd.DataFrame:
+    """Per run: its configuration, the speakers it was tested on and the UA on each of them."""
+    rows = []
+    for run in runs.sort_values(["configuration", "seed"]).to_dict("records"):
+        record = metrics[run["run_dir"]]
+        per_speaker = record.get("breakdowns", {}).get("speaker")
+        speakers = (", ".join(f"{speaker} {scores['ua']:.3f}" for speaker, scores in per_speaker.items()) if per_speaker
+                    else ", ".join(record.get("test_speakers", [])))
+        rows.append({"configuration": run["configuration"], "run": run_name(run, jobs), "test UA": run["test_ua"],
+                     "held-out speakers (UA each)": speakers})
+    return pd.DataFrame(rows)
 
 
 def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.DataFrame]:
     """Write the report over one or more run/multirun folders into `out`; return its tables by name
-    (jobs, summary, per_emotion_f1, ...)."""
+    (jobs, summary, comparisons, per_emotion_f1, ...)."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
     out, title = Path(out), ", ".join(map(str, folders))
     root = folders[0] if len(folders) == 1 else Path(os.path.commonpath([f.resolve() for f in folders]))
@@ -156,11 +198,19 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
     failed = tables["jobs"][tables["jobs"]["status"] != "ok"]
     finished_note = f"{len(runs)} finished, {len(failed)} failed or without result"
     if not runs.empty:
+        jobs = {d: str(Path(d).relative_to(root)) if Path(d) != root else root.name for d in runs["run_dir"]}
         summary = aggregate.aggregate(runs)
         tables["summary"] = summary_table(summary)
-        tables["per_emotion_f1"] = per_emotion_f1(runs, metrics)
-        markdown_parts += ["## Results (mean ± sd over runs, 95% bootstrap CI)\n", aggregate.markdown_table(summary)]
-        html_sections.append(("Results", html_table(tables["summary"])))
+        board = aggregate.leaderboard(summary)
+        grouping = ("Runs are pooled only over seed and fold: every other setting that can change a result (model, "
+                    "data, split, condition, augmentation, recipe) makes its own row, named in `settings` where the "
+                    "columns do not tell rows apart. A single run shows its number alone.")
+        markdown_parts += ["## Results (mean ± sd over runs, 95% bootstrap CI)\n", grouping + "\n",
+                           aggregate.markdown_frame(board)]
+        chart = _ua_chart(out, summary)
+        html_sections.append(("Results (mean ± sd over runs, 95% bootstrap CI)",
+                              note(grouping) + html_table(board) + embedded_image(chart)))
+        html_sections += _comparison_sections(runs, metrics, tables, markdown_parts)
         tables["per_dataset"] = per_dataset(runs, metrics)
         matrix = aggregate.cross_corpus_matrix(runs)
         tables["cross_corpus"] = matrix
@@ -170,20 +220,25 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
                 markdown_parts += [f"## {heading}\n", aggregate.markdown_matrix(tables[name], "train \\ test")
                                    if name == "cross_corpus" else aggregate.markdown_frame(tables[name], index=True)]
                 html_sections.append((heading, html_table(tables[name], index=True)))
+        tables["per_emotion_f1"] = per_emotion_f1(runs, metrics)
         markdown_parts += ["## Per-emotion test F1 (mean over runs)\n", aggregate.markdown_frame(tables["per_emotion_f1"], index=True)]
         html_sections.append(("Per-emotion test F1 (mean over runs)", html_table(tables["per_emotion_f1"], index=True)
                               + embedded_image(_figure(out, "per_emotion_f1", plot_grouped_bars,
                                                        tables["per_emotion_f1"], "test F1"))))
         html_sections += _condition_sections(runs, out, tables, markdown_parts)
+        html_sections += _learning_curve_sections(runs, out, jobs)
+        tables["speakers"] = held_out_speakers(runs, metrics, jobs)
+        markdown_parts += ["## Held-out speakers per run (UA on each)\n", aggregate.markdown_frame(tables["speakers"])]
+        html_sections.append(("Held-out speakers per run (UA on each)", html_table(tables["speakers"])))
         html_sections.append(("Confusion matrices (summed over each configuration's runs; rows true)",
-                              "".join(embedded_image(_confusion_figure(out, i, label, *confusion))
+                              "".join(embedded_image(_confusion_figure(out, i, label, *confusion), "cm")
                                       for i, (label, confusion) in enumerate(summed_confusions(runs, metrics).items()))))
     jobs_md = aggregate.markdown_frame(tables["jobs"])
     markdown_parts += [f"## Jobs ({finished_note})\n", jobs_md]
-    html_sections.insert(0, (f"Jobs ({finished_note})", html_table(tables["jobs"])))
+    html_sections.append((f"Jobs ({finished_note})", html_table(tables["jobs"])))
     if not failed.empty:
-        markdown_parts += ["## Failed jobs\n", aggregate.markdown_frame(failed[["job", "status", "error"]])]
-        html_sections.insert(1, ("Failed jobs", f"<div class='failed'>{html_table(failed[['job', 'status', 'error']])}</div>"))
+        markdown_parts.insert(1, "## Failed jobs\n\n" + aggregate.markdown_frame(failed[["job", "status", "error"]]))
+        html_sections.insert(0, ("Failed jobs", f"<div class='failed'>{html_table(failed[['job', 'status', 'error']])}</div>"))
 
     for name, table in tables.items():
         if table is not None:
@@ -200,14 +255,54 @@ def _figure(out: Path, name: str, plot, table: pd.DataFrame, ylabel: str) -> Pat
     return path
 
 
-def _confusion_figure(out: Path, index: int, label: str, confusion: np.ndarray, classes: list[str]) -> Path:
-    path = out / "figures" / f"confusion_{index:02d}.png"
-    plot_confusion_matrix(confusion, classes, path, title=label)
+def _ua_chart(out: Path, summary: list[dict]) -> Path:
+    path = out / "figures" / "ua_per_configuration.png"
+    ua = [entry["test_ua"] for entry in summary]
+    plot_ua_intervals([entry["configuration"] for entry in summary], [s["mean"] for s in ua],
+                      [(s["ci95"] or [s["mean"]])[0] for s in ua], [(s["ci95"] or [s["mean"]])[-1] for s in ua], path)
     return path
 
 
+def _confusion_figure(out: Path, index: int, label: str, confusion: np.ndarray, classes: list[str]) -> Path:
+    path = out / "figures" / f"confusion_{index:02d}.png"
+    plot_confusion_matrix(confusion, classes, path, title=textwrap.fill(label, 60))
+    return path
+
+
+def _comparison_sections(runs: pd.DataFrame, metrics: dict, tables: dict, markdown_parts: list) -> list:
+    """Paired comparisons of configurations tested on the same clips (evaluation/paired.py), when there are any."""
+    comparisons = paired_comparisons(runs, metrics)
+    if comparisons.empty:
+        return []
+    tables["comparisons"] = comparisons
+    heading = "Paired comparisons (same clips): A vs B, ΔUA [95% CI], p"
+    text = ("A is the configuration with the higher UA on the shared clips. ΔUA is A's UA minus B's, averaged over "
+            "pairs of runs with the same seed and the same test clips; the interval is a paired bootstrap over clips "
+            "(10,000 draws, within each pair of runs); p is McNemar's exact binomial test on per-clip correctness.")
+    shown = comparison_table(comparisons)
+    markdown_parts += [f"## {heading}\n", text + "\n",
+                       "\n".join(f"- {row['A vs B']}: {row['ΔUA [95% CI]']}, p = {row['p (exact McNemar)']}"
+                                 for row in shown.to_dict("records")) + "\n", aggregate.markdown_frame(shown)]
+    return [(heading, note(text) + html_table(shown))]
+
+
+def _learning_curve_sections(runs: pd.DataFrame, out: Path, jobs: dict[str, str]) -> list:
+    """Train loss and val UA per epoch, one figure per configuration, from its runs' CSV logs."""
+    images = []
+    for index, (label, group) in enumerate(runs.groupby("configuration", sort=True)):
+        curves = {run_name(run, jobs): curve for run in group.to_dict("records")
+                  if (curve := learning_curve(run["run_dir"])) is not None}
+        if curves:
+            path = out / "figures" / f"learning_curves_{index:02d}.png"
+            plot_learning_curves(curves, path, title=label)
+            images.append(embedded_image(path))
+    if not images:
+        return []
+    return [("Learning curves (train loss and val UA per epoch, from each run's CSV log)", "".join(images))]
+
+
 def _condition_sections(runs: pd.DataFrame, out: Path, tables: dict, markdown_parts: list) -> list:
-    """Mean test UA per model under each test condition (aggregate.robustness_matrix), when there are several."""
+    """Mean test UA per configuration under each test condition (aggregate.robustness_matrix), when there are several."""
     matrix = aggregate.robustness_matrix(runs)
     if matrix is None:
         return []

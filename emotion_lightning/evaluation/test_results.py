@@ -30,11 +30,42 @@ def breakdowns(rows: pd.DataFrame, true: np.ndarray, predicted: np.ndarray, clas
     return result
 
 
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def tested_rows(model, datamodule) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The test clips the model predicted and their true labels, in the test loader's order; None when the
+    predictions cannot be matched to clips (several processes shard and pad the test set). A test stage cut
+    short (`fast_dev_run`, `limit_test_batches`) predicted only the first clips."""
+    results = model.test_results
+    if not results.get("aligned", True):
+        return None
+    count = len(results["predicted"])
+    return datamodule.rows("test").iloc[:count], datamodule.datasets["test"].labels[:count]
+
+
+def predictions_table(model, datamodule) -> pd.DataFrame | None:
+    """One row per tested clip: file (relative to its corpus root), corpus, speaker, true and predicted label,
+    and the probability of each class (`p_<class>`; blank for estimators that give none)."""
+    tested = tested_rows(model, datamodule)
+    if tested is None:
+        return None
+    rows, true = tested
+    classes, results = model.classes, model.test_results
+    table = pd.DataFrame({"file": datamodule.clip_files(rows).to_numpy(), "corpus": rows["corpus"].to_numpy(),
+                          "speaker": rows["speaker"].to_numpy(), "true": [classes[i] for i in true],
+                          "predicted": [classes[i] for i in results["predicted"]]})
+    probabilities = results.get("probabilities")
+    for index, name in enumerate(classes):
+        table[f"p_{name}"] = probabilities[:, index].round(6) if probabilities is not None else np.nan
+    return table
+
+
 def test_report(model, datamodule) -> dict:
     """Flat test metrics of a model that has just run `trainer.test` on `datamodule`."""
     results = model.test_results
+    tested = tested_rows(model, datamodule)
     rows = datamodule.rows("test")
-    true = datamodule.datasets["test"].labels
     report = {
         "test_ua": results["ua"], "test_wa": results["wa"], "test_macro_f1": results["macro_f1"],
         "classes": model.classes, "confusion_matrix": results["confusion_matrix"], "per_class": results["per_class"],
@@ -43,16 +74,22 @@ def test_report(model, datamodule) -> dict:
         "test_corpora": sorted(set(rows["corpus"])),
         "test_speakers": sorted(set(rows["speaker"])),
     }
-    if len(results["predicted"]) == len(true):  # not so under multi-process testing (samplers pad and shard)
-        report["breakdowns"] = breakdowns(rows, true, results["predicted"], model.classes)
+    if tested is not None:  # not so under multi-process testing (samplers pad and shard)
+        report["tested_clips"] = len(tested[1])
+        report["breakdowns"] = breakdowns(*tested, results["predicted"], model.classes)
     return report
 
 
-def save_report(run_dir: Path, report: dict) -> None:
-    """metrics.json and confusion_matrix.png in the run dir (each written whole or not at all)."""
-    write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
+def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame | None = None) -> None:
+    """metrics.json, confusion_matrix.png and predictions.csv in the run dir (each written whole or not at all).
+    metrics.json goes last: its presence marks a finished run."""
+    if predictions is not None:
+        write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    else:
+        log.warning("no %s: the test predictions cannot be matched to clips (several processes)", PREDICTIONS_FILE)
     title = f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
             f"UA {report['test_ua']:.3f}"
     plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png", title)
+    write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
     log.info("test UA %.4f, WA %.4f, macro-F1 %.4f -> %s", report["test_ua"], report["test_wa"],
              report["test_macro_f1"], run_dir / "metrics.json")

@@ -94,4 +94,17 @@ class FeatureClassifier:
         predicted = self.pipeline.predict(test_x)
         confusion = confusion_matrix(test_y, predicted, len(self.classes))
         self.test_results = {**metrics_from_confusion(confusion, self.classes), "confusion_matrix": confusion.tolist(),
-                             "predicted": predicted}
+                             "predicted": predicted, "probabilities": self._probabilities(test_x), "aligned": True}
+
+    def _probabilities(self, features: np.ndarray) -> np.ndarray | None:
+        """Class probabilities, one column per class, where the estimator gives them (a random forest does; an
+        SVC only with `probability=True`); None otherwise."""
+        if not hasattr(self.pipeline, "predict_proba"):
+            return None
+        try:
+            fitted = self.pipeline.predict_proba(features)
+        except AttributeError:  # SVC(probability=False) has the method but refuses to use it
+            return None
+        probabilities = np.zeros((len(features), len(self.classes)))
+        probabilities[:, self.pipeline.classes_] = fitted  # classes never trained on keep probability 0
+        return probabilities

@@ -52,10 +52,19 @@ class EmotionClassifier(L.LightningModule):
             "ua": MulticlassAccuracy(num_classes, average="macro"),
             "macro_f1": MulticlassF1Score(num_classes, average="macro"),
         }, prefix="val_")
-        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (predicted, true) per batch
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (probabilities, true) per batch
         self.test_results: dict | None = None
         self.trainable = True  # an ensemble of trained checkpoints is only tested
         self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
+        # What the checkpoint records of the data it was fitted on: clip IDs of its train and val parts, and the
+        # config choices (data, split, ...) by name. Set by the training job, read back by from_checkpoint.
+        self.trained_clips: dict[str, list[str]] | None = None
+        self.trained_choices: dict[str, str] | None = None
+
+    def set_training_data(self, clips: dict[str, list[str]], choices: dict[str, str]) -> None:
+        """Record the clip IDs of the train and val parts (and the config choices) in every checkpoint, so that
+        eval can refuse to test on clips the model has seen."""
+        self.trained_clips, self.trained_choices = clips, choices
 
     def set_class_weights(self, weights: torch.Tensor) -> None:
         if self.class_weighting == "balanced":
@@ -100,18 +109,24 @@ class EmotionClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_index):
         waveform, labels = batch
-        self._test_outputs.append((self(waveform).argmax(dim=1), labels))
+        self._test_outputs.append((self(waveform).float().softmax(dim=1), labels))
 
     def on_test_epoch_end(self):
-        predicted = torch.cat([p for p, _ in self._test_outputs]) if self._test_outputs else torch.zeros(0, dtype=torch.long)
+        num_classes = len(self.classes)
+        probabilities = torch.cat([p for p, _ in self._test_outputs]) if self._test_outputs else torch.zeros(0, num_classes)
         true = torch.cat([t for _, t in self._test_outputs]) if self._test_outputs else torch.zeros(0, dtype=torch.long)
         self._test_outputs = []
-        if self.trainer.world_size > 1:  # every process scores the whole test set (samplers shard and pad it)
-            predicted, true = self.all_gather(predicted).flatten(), self.all_gather(true).flatten()
-        confusion = confusion_matrix(true.cpu().numpy(), predicted.cpu().numpy(), len(self.classes))
+        aligned = self.trainer.world_size == 1
+        if not aligned:  # every process scores the whole test set (samplers shard and pad it)
+            probabilities = self.all_gather(probabilities).reshape(-1, num_classes)
+            true = self.all_gather(true).flatten()
+        predicted = probabilities.argmax(dim=1)
+        confusion = confusion_matrix(true.cpu().numpy(), predicted.cpu().numpy(), num_classes)
         results = metrics_from_confusion(confusion, self.classes)
         self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")}, sync_dist=False)
-        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted.cpu().numpy()}
+        # `aligned`: predictions are in the test loader's order (one process), so they can be matched to clips.
+        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted.cpu().numpy(),
+                             "probabilities": probabilities.cpu().numpy(), "aligned": aligned}
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -124,6 +139,8 @@ class EmotionClassifier(L.LightningModule):
         checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
         checkpoint["random_states"] = random_states()
+        checkpoint["clips"] = self.trained_clips
+        checkpoint["choices"] = self.trained_choices
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "random_states" in checkpoint:
@@ -141,4 +158,5 @@ class EmotionClassifier(L.LightningModule):
             raise SettingError(f"{path} was not written by emotion_lightning.train (it has no run_config)")
         model = instantiate(run_config["model"], _partial_=True)(run_config=run_config)
         model.load_state_dict(checkpoint["state_dict"])
+        model.trained_clips, model.trained_choices = checkpoint.get("clips"), checkpoint.get("choices")
         return model.eval()

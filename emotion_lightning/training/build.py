@@ -12,6 +12,7 @@ from emotion_lightning.data.atomic import write_text
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
+SPLIT_FILE = "split.csv"
 
 
 def build_datamodule(cfg: DictConfig, **overrides):
@@ -29,6 +30,8 @@ def build_datamodule(cfg: DictConfig, **overrides):
     datamodule.setup("fit")
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
     write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
+    # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
+    write_text(Path(cfg.paths.output_dir) / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
     log.info("clips per part:\n%s", split_table.to_string(index=False))
     return datamodule
 

@@ -9,7 +9,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings
 from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from emotion_lightning.training.run_facts import config_choices, resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +24,47 @@ def best_epoch(checkpoint_path: str) -> int | None:
     return int(torch.load(checkpoint_path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
-def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list) -> dict:
-    """Fit on train, select on val, test the best checkpoint."""
+def check_same_run(cfg: DictConfig, resume_from: str) -> None:
+    """Refuse to resume a checkpoint written under other result-changing settings (it would continue that run
+    and report it under these settings), naming the settings that differ; `force_resume=true` overrides."""
+    saved = torch.load(resume_from, map_location="cpu", weights_only=False).get("run_config")
+    if saved is None:
+        found = [("run_config", "this run's", "none (not written by emotion_lightning.train)")]
+    else:
+        found = differences(result_settings(resolved_config(cfg)), result_settings(saved))
+    if not found:
+        return
+    listing = describe_differences(found, "here", "in the checkpoint")
+    if cfg.get("force_resume"):
+        log.warning("force_resume=true: resuming %s although its settings differ:\n%s", resume_from, listing)
+        return
+    given = f"ckpt_path={cfg.ckpt_path}" if cfg.get("ckpt_path") not in (None, "last") else \
+        f"{resume_from} (this run dir's last checkpoint)"
+    raise SettingError(
+        f"not resuming {given}: it was written by a run with other settings, and resuming would report that run "
+        f"under this run's settings. Settings that differ:\n{listing}\n"
+        f"Start fresh in a new run dir (leave out hydra.run.dir, or give another), or delete "
+        f"{Path(resume_from).parent}; to resume it anyway, add force_resume=true.")
+
+
+def checked_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint this run resumes from, checked to be of the same run. Called first thing in a job, so a
+    refused restart leaves the run dir as it was (loggers and split files are not yet rewritten)."""
+    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    if resume_from:
+        check_same_run(cfg, resume_from)
+    return resume_from
+
+
+def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, resume_from: str | None = None) -> dict:
+    """Fit on train, select on val, test the best checkpoint (the last weights when there is none: a
+    `fast_dev_run` smoke test saves no checkpoint)."""
     model.set_class_weights(datamodule.class_weights())
+    model.set_training_data({part: datamodule.clip_ids(part) for part in ("train", "val")}, config_choices())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
-    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    resume_from = resume_from if model.trainable else None
     if resume_from:
         log.info("resuming from %s", resume_from)
     start = time.perf_counter()
@@ -35,12 +72,15 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list) ->
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback if model.trainable else None
-    trainer.test(model, datamodule=datamodule, ckpt_path="best" if checkpoint else None)
-    best_score = checkpoint.best_model_score if checkpoint else None
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    if model.trainable and not best_path:
+        log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
+    trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
+    best_score = checkpoint.best_model_score if best_path else None
     return {
         "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
-        "best_epoch": best_epoch(checkpoint.best_model_path) if checkpoint else None,
-        "epochs_run": trainer.current_epoch,
+        "tested_weights": ("best" if best_path else "last") if model.trainable else None,
+        "best_epoch": best_epoch(best_path), "epochs_run": trainer.current_epoch,
         f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,
     }
 

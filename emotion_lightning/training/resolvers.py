@@ -2,17 +2,18 @@
 
     ${job_device:accelerator}  ${job_device:devices}  ${job_device:precision}   (conf/trainer/auto.yaml)
     ${sweep_name:}                                                              (conf/logger/wandb.yaml)
+    ${choice:data,checkpoint}                                                   (conf/eval.yaml)
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
     ${project_root:}                                                            (conf/paths/default.yaml)
     ${wandb_offline:}                                                           (conf/logger/wandb.yaml)
 """
 
-from emotion_lightning.data.errors import SettingError
-
 import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from emotion_lightning.data.errors import SettingError
 
 
 def job_number() -> int:
@@ -65,9 +66,18 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline").strip().lower() not in ("online", "run")
 
 
+def choice(group: str, default: str) -> str:
+    """The option chosen for a config group, or `default` where none is (eval's data and split default to the
+    checkpoint's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    chosen = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    return str(chosen) if chosen is not None else default
+
+
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
-    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name),
+    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name), ("choice", choice),
                            ("project_root", project_root), ("wandb_offline", wandb_offline)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

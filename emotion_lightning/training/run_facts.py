@@ -7,6 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lightning.evaluation.identity import result_settings
+
 LIBRARIES = ("torch", "torchaudio", "lightning", "hydra-core", "torchmetrics", "transformers", "numpy", "soundfile")
 
 
@@ -50,6 +52,8 @@ def run_record(cfg: DictConfig, test_results: dict, tested, datamodule, **facts)
         **test_results,
         "model": choices.get("model", tested.name), "params": tested.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
-        "seed": cfg.seed, **condition_facts(cfg), "skipped_files": len(datamodule.skipped), **facts,
+        "seed": cfg.seed, **condition_facts(cfg), "skipped_files": len(datamodule.skipped),
+        # What makes this configuration: aggregate and report pool runs whose settings differ only in seed and fold.
+        "settings": result_settings(resolved_config(cfg)), **facts,
         "choices": choices, "versions": library_versions(),
     }

@@ -1,0 +1,70 @@
+"""Run identity: the settings of a run's resolved config that can change its result.
+
+Two runs are the same configuration when these settings match once the seed and the fold are left out
+(`POOLED`); aggregate and report pool exactly those runs, and a restart resumes a checkpoint only when they
+match. Settings that cannot change the numbers (where files go, loggers, progress bars, checkpoint file names)
+are left out (`IGNORED`), so that the same experiment on another machine or with another logger still pools.
+"""
+
+import json
+from fnmatch import fnmatchcase
+
+# Flattened keys (fnmatch patterns) that cannot change a result.
+IGNORED = (
+    "paths", "paths.*", "logger", "logger.*", "hydra", "hydra.*", "run_name", "ckpt_path", "force_resume",
+    "allow_seen_clips",
+    "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.log_every_n_steps", "trainer.logger",
+    "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
+    "callbacks.model_checkpoint.auto_insert_metric_name", "callbacks.model_checkpoint.save_last",
+    "data.cache_dir", "data.corpora.*.root",
+)
+# What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
+POOLED = ("seed", "split.seed", "split.fold")
+
+
+def flatten(config, prefix: str = "") -> dict:
+    """Nested dicts as `a.b.c` keys; lists and scalars are values."""
+    if not isinstance(config, dict) or (prefix and not config):
+        return {prefix: config}
+    flat = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def result_settings(config: dict) -> dict:
+    """The flattened settings of a resolved run config that can change its result.
+
+    `trainer.devices` as a list of one GPU index (trainer=auto gives job N GPU N mod GPUs) counts as 1 device:
+    which GPU ran a job does not change it.
+    """
+    settings = {key: value for key, value in flatten(config).items()
+                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)}
+    if isinstance(settings.get("trainer.devices"), list):
+        settings["trainer.devices"] = len(settings["trainer.devices"])
+    return settings
+
+
+def identity(settings: dict) -> str:
+    """A configuration's key: its settings without the pooled ones, as canonical JSON."""
+    return json.dumps({key: value for key, value in settings.items() if key not in POOLED}, sort_keys=True, default=str)
+
+
+UNSET = "(unset)"
+
+
+def differences(here: dict, there: dict, keys=None) -> list[tuple[str, object, object]]:
+    """(key, value here, value there) for each setting that differs, sorted by key."""
+    keys = sorted(set(here) | set(there)) if keys is None else keys
+    return [(key, here.get(key, UNSET), there.get(key, UNSET)) for key in keys
+            if json.dumps(here.get(key, UNSET), default=str) != json.dumps(there.get(key, UNSET), default=str)]
+
+
+def describe_differences(found: list[tuple[str, object, object]], here: str, there: str, limit: int = 12) -> str:
+    """One line per differing setting: `key: A here, B there` (at most `limit`, then a count)."""
+    lines = [f"  {key}: {json.dumps(a, default=str)} {here}, {json.dumps(b, default=str)} {there}"
+             for key, a, b in found[:limit]]
+    if len(found) > limit:
+        lines.append(f"  ... and {len(found) - limit} more")
+    return "\n".join(lines)

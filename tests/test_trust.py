@@ -1,0 +1,168 @@
+"""Results a researcher can trust (issue 13), the parts that need no training: run identity and grouping,
+split.csv round trips, McNemar and the paired bootstrap, the report's tables and page."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_lightning.data.corpora import Ravdess
+from emotion_lightning.data.datamodule import EmotionDataModule
+from emotion_lightning.data.splits import FileSplit, SpeakerIndependentSplit
+from emotion_lightning.data.taxonomy import EMOTIONS
+from emotion_lightning.evaluation.aggregate import aggregate, markdown_table, read_runs
+from emotion_lightning.evaluation.identity import differences, identity, result_settings
+from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion, resampled_ua
+from emotion_lightning.evaluation.paired import mcnemar_exact, paired_comparisons
+from emotion_lightning.evaluation.report import build_report
+from tests.helpers.configs import emotion_map
+
+CLASSES = ["neutral", "happy", "sad", "angry"]
+
+
+def test_identity_ignores_paths_loggers_and_pools_only_seed_and_fold():
+    config = {"seed": 0, "paths": {"output_dir": "/a"}, "logger": {"csv": {"save_dir": "/a"}}, "run_name": "x",
+              "trainer": {"max_epochs": 30, "default_root_dir": "/a", "devices": [1]},
+              "split": {"_target_": "S", "seed": 0, "fold": 2},
+              "data": {"cache_dir": "/c", "batch_size": 32, "corpora": {"ravdess": {"root": "/d/ravdess", "vocal_channel": "speech"}}}}
+    settings = result_settings(config)
+    assert settings == {"seed": 0, "trainer.max_epochs": 30, "trainer.devices": 1, "split._target_": "S",
+                        "split.seed": 0, "split.fold": 2, "data.batch_size": 32,
+                        "data.corpora.ravdess.vocal_channel": "speech"}
+    moved = {**config, "seed": 3, "paths": {"output_dir": "/b"}, "split": {"_target_": "S", "seed": 3, "fold": 0},
+             "trainer": {**config["trainer"], "devices": [0], "default_root_dir": "/b"}}
+    assert identity(result_settings(moved)) == identity(settings)
+    recipe = {**config, "trainer": {**config["trainer"], "max_epochs": 1}}
+    assert differences(result_settings(recipe), settings) == [("trainer.max_epochs", 1, 30)]
+
+
+def write_run(folder: Path, name: str, ua: float, seed: int = 0, predictions: pd.DataFrame | None = None, **settings):
+    """A finished run dir: metrics.json with `settings` (as train writes it) and, optionally, predictions.csv."""
+    run = folder / name
+    run.mkdir(parents=True)
+    full = {"model._target_": "R", "trainer.max_epochs": 30, "seed": seed, "split.seed": seed, **settings}
+    confusion = np.eye(len(CLASSES), dtype=int).tolist()
+    metrics = {"model": "resnet", "data": "ravdess", "split": "speaker_independent", "augment": "none",
+               "condition": "clean", "seed": seed, "params": 10, "train_seconds": 1.0, "test_ua": ua, "test_wa": ua,
+               "test_macro_f1": ua, "classes": CLASSES, "confusion_matrix": confusion,
+               "per_class": {c: {"f1": ua} for c in CLASSES}, "test_speakers": ["ravdess:01"],
+               "breakdowns": {"speaker": {"ravdess:01": {"ua": ua}}}, "settings": full}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if predictions is not None:
+        predictions.to_csv(run / "predictions.csv", index=False)
+    return run
+
+
+def test_a_1_epoch_and_a_2_epoch_run_are_two_rows_and_one_run_shows_no_spread(tmp_path):
+    write_run(tmp_path, "one_epoch", 0.3, **{"trainer.max_epochs": 1})
+    write_run(tmp_path, "two_epochs", 0.4, **{"trainer.max_epochs": 2})
+    write_run(tmp_path, "two_epochs_seed1", 0.5, seed=1, **{"trainer.max_epochs": 2})
+    summary = aggregate(read_runs(tmp_path))
+    rows = {entry["settings"]: entry for entry in summary}
+    assert set(rows) == {"trainer.max_epochs=1", "trainer.max_epochs=2"}
+    assert rows["trainer.max_epochs=2"]["runs"] == 2 and rows["trainer.max_epochs=1"]["runs"] == 1
+    table = markdown_table(summary)
+    assert "| trainer.max_epochs=1 | 10 | 1 | 0.300 | 0.300 | 0.300 | 1 s |" in table  # no ± 0.000 [0.3, 0.3]
+    assert "| trainer.max_epochs=2 | 10 | 2 | 0.450 ± 0.071 [0.400, 0.500] |" in table
+
+
+def test_evaluations_of_a_checkpoint_are_grouped_apart_from_training_runs(tmp_path):
+    write_run(tmp_path, "trained", 0.4)
+    evaluated = write_run(tmp_path, "evaluated", 0.4, evaluation="checkpoint")
+    record = json.loads((evaluated / "metrics.json").read_text())
+    (evaluated / "metrics.json").write_text(json.dumps({**record, "ckpt_path": "/x/last.ckpt", "seen_test_clips": 0}))
+    summary = aggregate(read_runs(tmp_path))
+    assert sorted((entry["kind"], entry["runs"]) for entry in summary) == [("eval", 1), ("train", 1)]
+    assert "eval of checkpoints" in markdown_table(summary)
+
+
+def test_split_csv_round_trips_through_split_file(data_dir, tmp_path):
+    corpus = {"ravdess": Ravdess(data_dir / "ravdess", emotion_map("ravdess"))}
+    original = EmotionDataModule(corpus, list(EMOTIONS), SpeakerIndependentSplit(seed=2), cache_dir=str(tmp_path / "cache"))
+    original.setup()
+    table = original.split_table()
+    assert list(table.columns) == ["file", "corpus", "speaker", "part"] and len(table) == len(original.manifest)
+    assert table["file"].iloc[0].startswith("Actor_")  # relative to the corpus root: the same on any machine
+    table.to_csv(tmp_path / "split.csv", index=False)
+    again = EmotionDataModule(corpus, list(EMOTIONS), FileSplit(str(tmp_path / "split.csv")), cache_dir=str(tmp_path / "cache"))
+    again.setup()
+    for part in ("train", "val", "test"):
+        assert again.clip_ids(part) == original.clip_ids(part)
+    pd.testing.assert_frame_equal(again.split_table(), table)
+
+
+def test_mcnemar_exact_binomial_on_known_discordant_counts():
+    # 8 clips only A gets right, 2 only B, 10 both, 5 neither: p = 2 * P(X <= 2), X ~ Bin(10, 1/2) = 2 * 56 / 1024
+    a = [True] * 8 + [False] * 2 + [True] * 10 + [False] * 5
+    b = [False] * 8 + [True] * 2 + [True] * 10 + [False] * 5
+    assert mcnemar_exact(a, b) == (8, 2, pytest.approx(112 / 1024))
+    assert mcnemar_exact(a, a) == (0, 0, 1.0)
+    assert mcnemar_exact([True] * 6, [False] * 6)[2] == pytest.approx(2 / 64)
+
+
+def test_resampled_ua_is_the_ua_of_each_resample():
+    rng = np.random.default_rng(0)
+    true, predicted = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    draws = rng.integers(0, 50, size=(20, 50))
+    expected = [metrics_from_confusion(confusion_matrix(true[d], predicted[d], 4), list("abcd"))["ua"] for d in draws]
+    np.testing.assert_allclose(resampled_ua(true, predicted, draws, 4, chunk=7), expected)
+
+
+def fixture_predictions(correct: list[bool]) -> pd.DataFrame:
+    """Predictions of 40 clips (10 per class): right where `correct`, else the next class."""
+    true = [CLASSES[i % 4] for i in range(len(correct))]
+    predicted = [t if ok else CLASSES[(CLASSES.index(t) + 1) % 4] for t, ok in zip(true, correct)]
+    return pd.DataFrame({"file": [f"Actor_01/clip{i:02d}.wav" for i in range(len(correct))], "corpus": "ravdess",
+                         "speaker": "ravdess:01", "true": true, "predicted": predicted,
+                         **{f"p_{c}": 0.25 for c in CLASSES}})
+
+
+@pytest.fixture
+def paired_runs(tmp_path):
+    """Two models on the same 40 clips (seed 0): A right on clips 0-29, B on 0-19 and 30-33."""
+    a = [i < 30 for i in range(40)]
+    b = [i < 20 or 30 <= i < 34 for i in range(40)]
+    folder = tmp_path / "runs"
+    write_run(folder, "a", 0.75, predictions=fixture_predictions(a), **{"model._target_": "A"})
+    write_run(folder, "b", 0.6, predictions=fixture_predictions(b), **{"model._target_": "B"})
+    return folder
+
+
+def test_paired_comparison_gives_the_exact_mcnemar_and_a_bootstrap_interval(paired_runs):
+    runs = read_runs(paired_runs)
+    metrics = {d: json.loads((Path(d) / "metrics.json").read_text()) for d in runs["run_dir"]}
+    (row,) = paired_comparisons(runs, metrics).to_dict("records")
+    assert row["A"].endswith("[model._target_=A]") and row["B"].endswith("[model._target_=B]")
+    assert (row["only_a_right"], row["only_b_right"], row["clips"], row["paired runs"]) == (10, 4, 40, 1)
+    # exact two-sided binomial: 2 * P(X <= 4), X ~ Bin(14, 1/2)
+    assert row["p_mcnemar"] == pytest.approx(2 * sum(math.comb(14, k) for k in range(5)) / 2**14)  # 0.1796
+    assert row["delta_ua"] == pytest.approx(0.75 - 0.6)  # 10 clips per class: UA = WA here
+    assert row["ci_low"] < row["delta_ua"] < row["ci_high"]
+
+
+def test_runs_on_other_clips_are_not_paired(paired_runs):
+    other = fixture_predictions([True] * 40)
+    other["file"] = other["file"].str.replace("Actor_01", "Actor_02")
+    write_run(paired_runs, "c", 1.0, predictions=other, **{"model._target_": "C"})
+    runs = read_runs(paired_runs)
+    metrics = {d: json.loads((Path(d) / "metrics.json").read_text()) for d in runs["run_dir"]}
+    assert len(paired_comparisons(runs, metrics)) == 1  # A vs B only
+
+
+def test_report_shows_the_leaderboard_comparison_speakers_and_learning_curves(paired_runs, tmp_path):
+    log = paired_runs / "a" / "csv"
+    log.mkdir()
+    pd.DataFrame({"epoch": [0, 0, 1, 1], "train_loss": [2.0, None, 1.5, None],
+                  "val_ua": [None, 0.3, None, 0.5]}).to_csv(log / "metrics.csv", index=False)
+    tables = build_report(paired_runs, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Paired comparisons" in markdown and ": +0.150 [" in markdown and "p = 0.18" in markdown
+    assert set(tables["speakers"]["held-out speakers (UA each)"]) == {"ravdess:01 0.750", "ravdess:01 0.600"}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "0.750" in page and "± 0.000" not in page and "max-width:1200px" in page
+    assert (tmp_path / "report" / "figures" / "learning_curves_00.png").is_file()
+    assert (tmp_path / "report" / "figures" / "ua_per_configuration.png").is_file()
+    assert (tmp_path / "report" / "comparisons.csv").is_file()
