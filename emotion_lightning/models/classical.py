@@ -64,8 +64,8 @@ class FeatureClassifier:
     """A scikit-learn estimator behind standardisation, trained on train+val (it has no epochs to select)."""
 
     def __init__(self, estimator, classes: list[str], name: str = "classical", run_config: dict | None = None,
-                 spec_augment=None, mixup_alpha: float | None = None):
-        if spec_augment is not None or mixup_alpha is not None:
+                 spec_augment=None, mixup_alpha: float | None = None, batch_augment=None):
+        if spec_augment is not None or mixup_alpha is not None or batch_augment is not None:
             raise ValueError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
                              f"by gradient descent; {name} is fitted on clean features (use augment=none)")
         self.pipeline = make_pipeline(StandardScaler(), estimator)
