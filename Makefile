@@ -23,7 +23,11 @@ test:  ## the whole suite (the real-RAVDESS test is skipped when ../shared/data/
 test-fast:  ## the suite without the slow tier (no subprocess training, no real corpus)
 	$(PYTHON) -m pytest -q -m "not slow"
 
-bench:  ## pipeline speed side by side, then a full 30-epoch ResNet run on RAVDESS
+# e.g. make bench THROUGHPUT_ARGS=--quick (a smoke run), THROUGHPUT_ARGS="--device cuda" (the ratios on a GPU)
+THROUGHPUT_ARGS ?=
+
+bench:  ## throughput ratios side by side (augmentation, frozen Whisper, pipeline vs network), pipeline speed, a full 30-epoch ResNet run
+	$(PYTHON) benchmarks/throughput.py --data-dir $(BENCH_DATA_DIR) --models-dir $(BENCH_MODELS_DIR) $(THROUGHPUT_ARGS)
 	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)
 	$(PYTHON) benchmarks/whisper_window.py --checkpoint $(BENCH_MODELS_DIR)/whisper-tiny.en
 	$(PYTHON) benchmarks/full_run.py --data-dir $(BENCH_DATA_DIR)

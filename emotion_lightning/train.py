@@ -11,7 +11,7 @@ import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import UsageError
 from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
-from emotion_lightning.training.build import build_datamodule, build_model
+from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
 from emotion_lightning.training.commands import command
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import checked_resume, fit_and_test_classical, fit_and_test_lightning
@@ -27,6 +27,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
+    use_feature_cache(cfg, model, datamodule)
     loggers = build_loggers(cfg, resolved_config(cfg))
     if isinstance(model, FeatureClassifier):
         fit_facts = fit_and_test_classical(model, datamodule)

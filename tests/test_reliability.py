@@ -34,12 +34,36 @@ def train_overrides(data_dir, cache_dir, run_dir):
             "trainer.max_epochs=4", "~callbacks.early_stopping", "data.batch_size=16", "seed=3", "logger=none"]
 
 
+TINY_WHISPER = ("{model_type: whisper, d_model: 32, encoder_layers: 2, encoder_attention_heads: 2, decoder_layers: 1, "
+                "decoder_attention_heads: 2, encoder_ffn_dim: 64, decoder_ffn_dim: 64, num_mel_bins: 80, vocab_size: 64, "
+                "pad_token_id: 1, bos_token_id: 2, eos_token_id: 2, decoder_start_token_id: 3}")
+PATHS = {  # the data paths a run can take, each of which must resume exactly
+    "memory-mapped": ["data.resident=false"],
+    "resident, batch augmentation and codec variants": ["data.resident=true", "augment=waveform"],
+    "frozen whisper from its feature cache": ["model=whisper", "model.network.checkpoint=null",
+                                              f"model.network.config={TINY_WHISPER}", "audio.clip_seconds=0.5"],
+}
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_train(*train_overrides(data_dir, run_dir.parent / "cache", run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((run_dir / "metrics.json").read_text())
+def reference_runs(data_dir, tmp_path_factory):
+    """Uninterrupted runs' metrics by data path, each trained once per module."""
+    runs = {}
+
+    def metrics(path: str) -> dict:
+        if path not in runs:
+            run_dir = tmp_path_factory.mktemp("uninterrupted")
+            result = run_train(*train_overrides(data_dir, run_dir.parent / "cache", run_dir), *PATHS[path])
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[path] = json.loads((run_dir / "metrics.json").read_text())
+        return runs[path]
+
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reference_runs):
+    return reference_runs("memory-mapped")
 
 
 @pytest.mark.slow
@@ -52,9 +76,12 @@ def test_same_seed_gives_identical_metrics(uninterrupted, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_training_resumes_to_the_same_result(uninterrupted, data_dir, tmp_path):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_runs, data_dir, tmp_path):
+    uninterrupted = reference_runs(path)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "emotion_lightning.train", *train_overrides(data_dir, tmp_path / "cache", run_dir)]
+    overrides = [*train_overrides(data_dir, tmp_path / "cache", run_dir), *PATHS[path]]
+    command = [sys.executable, "-m", "emotion_lightning.train", *overrides]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
@@ -67,7 +94,7 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(uninterrupted, dat
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
     assert killed_at < 3
 
-    result = run_train(*train_overrides(data_dir, tmp_path / "cache", run_dir))  # same command, same run dir
+    result = run_train(*overrides)  # same command, same run dir
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["resumed_from"] == str(last)

@@ -1,6 +1,7 @@
 """The LightningDataModule: manifest -> split -> waveform cache -> fixed-length clips in batches."""
 
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
@@ -9,81 +10,190 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from emotion_lightning.data.array_store import ArrayStore
+from emotion_lightning.data.codec_variants import codec_variants
 from emotion_lightning.data.corpora import Corpus
 from emotion_lightning.data.download import manual_steps
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
+from emotion_lightning.data.transforms import Chain, ClipContext, Codec
 from emotion_lightning.data.waveform_cache import WaveformCache
-from emotion_lightning.data.transforms import Chain, ClipContext
 
 log = logging.getLogger(__name__)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device`: CUDA's free memory, or the host's MemAvailable for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class DataNotFoundError(MissingFileError):
     """No audio of any configured corpus was found; the message says where to put it."""
 
 
-class ClipDataset(Dataset):
-    """Fixed-length clips sliced from the waveform cache: a random crop for training, the centre for
-    evaluation, zero padding (at the end) for clips shorter than `num_samples`.
+def crop_starts(lengths: np.ndarray, crop_length: int, random_crop: bool) -> np.ndarray:
+    """Where each clip's crop begins: uniform over the clip in training (one draw per batch from torch's
+    generator, so both data paths and a resumed run cut the same crops), the centre in evaluation, 0 when
+    the clip is shorter than the crop (it is zero-padded at the end)."""
+    excess = np.maximum(np.asarray(lengths, dtype=np.int64) - crop_length, 0)
+    if not random_crop:
+        return excess // 2
+    uniform = torch.rand(len(excess), dtype=torch.float64).numpy()
+    return np.minimum((uniform * (excess + 1)).astype(np.int64), excess)
 
-    `transform` (a robustness.Chain) degrades each clip after cropping. With `transform_seed` set (test
-    conditions), clip i always gets the same degradation; without it (augmentation), draws come from
-    torch's global generator, so they follow `seed` and resume exactly from a checkpoint.
+
+def keep_batch(batch):
+    """The DataLoader's collate step for datasets that build whole batches themselves (`__getitems__`)."""
+    return batch
+
+
+class StoreStack:
+    """Several stores as one row space, in order: the clean clips, then (for training) their codec variants."""
+
+    def __init__(self, stores: list[ArrayStore]):
+        self.stores = list(stores)
+        self.first_rows = np.cumsum([0] + [len(store) for store in self.stores])
+        self.lengths = np.concatenate([store.lengths for store in self.stores])
+        self.item_shape = self.stores[0].item_shape
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        which = int(np.searchsorted(self.first_rows, row, side="right")) - 1
+        return self.stores[which][row - self.first_rows[which]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(store.nbytes for store in self.stores)
+
+
+class ResidentRows:
+    """A StoreStack copied whole into one tensor on `device`: a batch is one gather, no per-item loop."""
+
+    def __init__(self, stack: StoreStack, device: torch.device):
+        total = sum(len(store.data) for store in stack.stores)
+        first = stack.stores[0].data
+        self.flat = torch.empty((total, *stack.item_shape), dtype=torch.from_numpy(first[:0]).dtype, device=device)
+        offsets, position = [], 0
+        for store in stack.stores:
+            self.flat[position:position + len(store.data)].copy_(torch.from_numpy(np.asarray(store.data)))
+            offsets.append(store.offsets + position)
+            position += len(store.data)
+        self.offsets = torch.from_numpy(np.concatenate(offsets)).to(device)
+        self.lengths = torch.from_numpy(stack.lengths).to(device)
+        self.device = device
+
+    def gather(self, rows: np.ndarray, starts: np.ndarray, crop_length: int) -> torch.Tensor:
+        rows, starts = torch.from_numpy(rows).to(self.device), torch.from_numpy(starts).to(self.device)
+        positions = starts[:, None] + torch.arange(crop_length, device=self.device)  # (batch, crop)
+        inside = positions < self.lengths[rows][:, None]
+        index = (self.offsets[rows][:, None] + positions).clamp(max=max(len(self.flat) - 1, 0))
+        clips = self.flat[index]
+        return clips * inside.view(*inside.shape, *[1] * (clips.dim() - 2)).to(clips.dtype)
+
+
+class ClipDataset(Dataset):
+    """Fixed-length crops of a store's rows (waveforms, or a frozen encoder's frames): a random crop for
+    training, the centre for evaluation, zero padding (at the end) for rows shorter than `crop_length`.
+
+    Batches are cut whole (`__getitems__`): from the memory map row by row, or, once `resident` is set, by one
+    gather on the device. `transform` (a robustness Chain) degrades each test clip after cropping, seeded per
+    clip by `transform_seed`, so a condition's score is the same run to run. `variants` = (count, p): with
+    probability p a training clip is read from one of its `count` codec variants (rows after the clean ones).
     """
 
-    def __init__(self, cache: WaveformCache, cache_rows: np.ndarray, labels: np.ndarray, num_samples: int,
-                 random_crop: bool, transform: Chain | None = None, transform_seed: int | None = None):
-        self.cache, self.cache_rows, self.labels = cache, cache_rows, labels
-        self.num_samples, self.random_crop = num_samples, random_crop
-        self.transform, self.transform_seed = transform, transform_seed
+    def __init__(self, store: ArrayStore | StoreStack, rows: np.ndarray, labels: np.ndarray, crop_length: int,
+                 random_crop: bool, transform: Chain | None = None, transform_seed: int = 0,
+                 sample_rate: int = 16000, variants: tuple[int, float] | None = None):
+        self.stack = store if isinstance(store, StoreStack) else StoreStack([store])
+        self.rows, self.labels = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+        self.crop_length, self.random_crop = crop_length, random_crop
+        self.transform, self.transform_seed, self.sample_rate = transform, transform_seed, sample_rate
+        self.variants = variants
+        self.resident: ResidentRows | None = None
+        self.resident_labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def crop(self, waveform: np.ndarray, random_crop: bool, rng: np.random.Generator | None = None) -> np.ndarray:
-        excess = len(waveform) - self.num_samples
-        if excess < 0:
-            return np.pad(waveform, (0, -excess))
-        if not random_crop:
-            start = excess // 2
-        elif rng is not None:
-            start = int(rng.integers(excess + 1))
-        else:
-            start = int(torch.randint(excess + 1, ()))
-        return np.array(waveform[start:start + self.num_samples])
+    def make_resident(self, rows: ResidentRows) -> None:
+        if self.transform:
+            raise ValueError("a test condition degrades clips one by one; its dataset cannot be resident")
+        self.resident, self.resident_labels = rows, torch.from_numpy(self.labels).to(rows.device)
+
+    def cut(self, row: np.ndarray, start: int) -> np.ndarray:
+        piece = np.array(row[start:start + self.crop_length])
+        if len(piece) < self.crop_length:
+            piece = np.pad(piece, [(0, self.crop_length - len(piece))] + [(0, 0)] * (piece.ndim - 1))
+        return piece
+
+    def crop(self, waveform: np.ndarray, random_crop: bool, rng: np.random.Generator) -> np.ndarray:
+        """One crop drawn from a numpy generator (the seeded voices of a test condition's babble)."""
+        excess = len(waveform) - self.crop_length
+        start = int(rng.integers(excess + 1)) if random_crop and excess >= 0 else max(excess, 0) // 2
+        return self.cut(waveform, start)
 
     def other_clips(self, index: int, rng: np.random.Generator, count: int) -> list[np.ndarray]:
         """`count` random crops of other clips of this dataset (the voices of babble noise)."""
         others = np.delete(np.arange(len(self)), index)
         chosen = rng.choice(others, size=min(count, len(others)), replace=False)
-        return [self.crop(self.cache[self.cache_rows[i]], random_crop=True, rng=rng) for i in chosen]
+        return [self.crop(self.stack[self.rows[i]], random_crop=True, rng=rng) for i in chosen]
+
+    def source_rows(self, indices: np.ndarray) -> np.ndarray:
+        rows = self.rows[indices]
+        if not self.variants:
+            return rows
+        count, p = self.variants
+        use, which = torch.rand(len(rows)) < p, torch.randint(count, (len(rows),))
+        variant_rows = self.stack.first_rows[1] + rows * count + which.numpy()
+        return np.where(use.numpy(), variant_rows, rows)
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = self.source_rows(indices)
+        starts = crop_starts(self.stack.lengths[rows], self.crop_length, self.random_crop)
+        if self.resident is not None:
+            return (self.resident.gather(rows, starts, self.crop_length),
+                    self.resident_labels[torch.from_numpy(indices).to(self.resident.device)])
+        clips = [self.cut(self.stack[row], start) for row, start in zip(rows, starts)]
+        if self.transform:
+            clips = [self.degrade(clip, index) for clip, index in zip(clips, indices)]
+        return torch.from_numpy(np.stack(clips)), torch.from_numpy(self.labels[indices])
+
+    def degrade(self, clip: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.transform_seed, int(self.rows[index])))
+        context = ClipContext(self.sample_rate, lambda r, n: self.other_clips(index, r, n))
+        return np.ascontiguousarray(self.transform(clip, rng, context), dtype=np.float32)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        clip = self.crop(self.cache[self.cache_rows[index]], self.random_crop)
-        if self.transform:
-            seed = (self.transform_seed, int(self.cache_rows[index])) if self.transform_seed is not None \
-                else int(torch.randint(2**62, ()))
-            rng = np.random.default_rng(seed)
-            context = ClipContext(self.cache.sample_rate, lambda r, n: self.other_clips(index, r, n))
-            clip = self.transform(clip, rng, context)
-        return torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)), int(self.labels[index])
+        clips, labels = self.__getitems__([index])
+        return clips[0], int(labels[0])
 
 
 class EmotionDataModule(L.LightningDataModule):
     """Clips of one or more corpora, labelled with the unified taxonomy and split by a protocol.
 
     `corpora` maps a name to a Corpus (see conf/corpus/); `include` keeps a subset of them; `classes`
-    lists the label set (its order is the model's output order). `train_transform` augments training clips;
-    `test_transform` is the robustness condition of the test clips, seeded per clip by `test_transform_seed`
-    (validation stays clean: model selection does not see the condition).
+    lists the label set (its order is the model's output order). `test_transform` is the robustness condition
+    of the test clips, seeded per clip by `test_transform_seed` (validation stays clean: model selection does
+    not see the condition). `train_codec` (a Codec with `p`) reads training clips from a cache of their codec
+    variants; the other waveform augmentation runs on whole batches inside the model (models/augment.py).
+
+    `resident` (auto | true | false): keep the decoded rows in the memory of the trainer's device and cut
+    batches by one gather; `auto` does so when they take at most `resident_fraction` of the device's free
+    memory (GPU: free CUDA memory; CPU: MemAvailable) and there are no worker processes.
     """
 
     def __init__(self, corpora: dict[str, Corpus], classes: list[str], split, sample_rate: int = 16000,
                  clip_seconds: float = 3.0, batch_size: int = 32, num_workers: int = 0,
-                 cache_dir: str = "cache", include: list[str] | None = None, train_transform: Chain | None = None,
-                 test_transform: Chain | None = None, test_transform_seed: int = 0):
+                 cache_dir: str = "cache", include: list[str] | None = None, train_codec: Codec | None = None,
+                 test_transform: Chain | None = None, test_transform_seed: int = 0, resident: str | bool = "auto",
+                 resident_fraction: float = 0.25):
         super().__init__()
         unknown = sorted(set(include or []) - set(corpora))
         if unknown:
@@ -94,7 +204,15 @@ class EmotionDataModule(L.LightningDataModule):
         self.sample_rate, self.num_samples = sample_rate, int(round(clip_seconds * sample_rate))
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_dir = Path(cache_dir)
-        self.transforms = {"train": (train_transform, None), "test": (test_transform, test_transform_seed)}
+        if resident not in ("auto", True, False):
+            raise ValueError(f"data.resident={resident!r}; use auto, true or false")
+        if resident is True and num_workers > 0:
+            raise ValueError("data.resident=true keeps batches on the device, which worker processes cannot share; "
+                             "set data.num_workers=0 or data.resident=false")
+        self.resident, self.resident_fraction = resident, resident_fraction
+        self.train_codec = train_codec
+        self.test_transform, self.test_transform_seed = test_transform, test_transform_seed
+        self._resident_rows: dict[int, tuple[StoreStack, ResidentRows]] = {}  # by the stack's id (kept alive)
         self.manifest: pd.DataFrame | None = None
         self.datasets: dict[str, ClipDataset] = {}
 
@@ -133,14 +251,20 @@ class EmotionDataModule(L.LightningDataModule):
         used = assignment != "unused"  # e.g. clips a file split does not list
         manifest, assignment, cache_rows = manifest[used].reset_index(drop=True), assignment[used], cache_rows[used]
         labels = manifest["emotion"].map({name: i for i, name in enumerate(self.classes)}).to_numpy()
+        stack, variants = StoreStack([cache]), None  # one row space for every part, so one resident copy
+        if self.train_codec is not None:
+            codec = codec_variants(cache, self.sample_rate, self.train_codec, self.cache_dir)
+            stack, variants = StoreStack([cache, codec]), (len(codec) // len(cache), self.train_codec.p)
         for part in PARTS:
             selected = assignment == part
             if not selected.any():
                 raise SettingError(f"split leaves no {part} clips; check the split settings")
-            transform, transform_seed = self.transforms.get(part, (None, None))
-            self.datasets[part] = ClipDataset(cache, cache_rows[selected], labels[selected], self.num_samples,
-                                              random_crop=part == "train", transform=transform,
-                                              transform_seed=transform_seed)
+            train, test = part == "train", part == "test"
+            self.datasets[part] = ClipDataset(
+                stack, cache_rows[selected], labels[selected], self.num_samples,
+                random_crop=train, transform=self.test_transform if test else None,
+                transform_seed=self.test_transform_seed, sample_rate=self.sample_rate,
+                variants=variants if train else None)
         self._check_test_classes(manifest, assignment)
         self.manifest, self.assignment, self.skipped, self.cache = manifest, assignment, skipped, cache
 
@@ -188,8 +312,39 @@ class EmotionDataModule(L.LightningDataModule):
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0.0)
         return torch.tensor(weights, dtype=torch.float32)
 
+    def use_features(self, store: ArrayStore, crop_length: int, parts=("train", "val")) -> None:
+        """Read `parts` from `store` (a frozen encoder's frames, row-aligned with the waveform cache) instead of
+        the waveforms, cropping `crop_length` frames. The test part stays on audio, so a run's test scores are
+        the ones `eval` gives its checkpoint (and robustness conditions degrade real audio)."""
+        stack = StoreStack([store])  # one row space for the parts, so one resident copy
+        for part in parts:
+            dataset = self.datasets[part]
+            self.datasets[part] = ClipDataset(stack, dataset.rows, dataset.labels, crop_length,
+                                              random_crop=dataset.random_crop, sample_rate=self.sample_rate)
+
+    def device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def fits_on(self, nbytes: int, device: torch.device) -> bool:
+        """The resident rule: the rows take at most `resident_fraction` of the device's free memory."""
+        return nbytes <= self.resident_fraction * free_memory(device)
+
+    def _place(self, dataset: ClipDataset) -> None:
+        """Make `dataset` resident on the trainer's device when `data.resident` says so (see the class doc)."""
+        if self.resident is False or dataset.resident is not None or dataset.transform:
+            return
+        device, nbytes = self.device(), dataset.stack.nbytes
+        if self.resident == "auto" and (self.num_workers > 0 or not self.fits_on(nbytes, device)):
+            return
+        if id(dataset.stack) not in self._resident_rows:
+            log.info("data resident on %s: %.1f MB", device, nbytes * 1e-6)
+            self._resident_rows[id(dataset.stack)] = (dataset.stack, ResidentRows(dataset.stack, device))
+        dataset.make_resident(self._resident_rows[id(dataset.stack)][1])
+
     def _loader(self, part: str) -> DataLoader:
-        return DataLoader(self.datasets[part], batch_size=self.batch_size, shuffle=part == "train",
+        dataset = self.datasets[part]
+        self._place(dataset)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=part == "train", collate_fn=keep_batch,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

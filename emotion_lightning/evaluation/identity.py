@@ -18,6 +18,8 @@ IGNORED = (
     "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
     "callbacks.model_checkpoint.auto_insert_metric_name", "callbacks.model_checkpoint.save_last",
     "data.cache_dir", "data.corpora.*.root",
+    # Where and how fast the data path runs, not what it computes (both data paths give the same batches).
+    "data.resident", "data.resident_fraction", "feature_cache.dir", "feature_cache.device", "feature_cache.batch_size",
 )
 # What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
 POOLED = ("seed", "split.seed", "split.fold")

@@ -65,8 +65,8 @@ class FeatureClassifier:
     """A scikit-learn estimator behind standardisation, trained on train+val (it has no epochs to select)."""
 
     def __init__(self, estimator, classes: list[str], name: str = "classical", run_config: dict | None = None,
-                 spec_augment=None, mixup_alpha: float | None = None):
-        if spec_augment is not None or mixup_alpha is not None:
+                 spec_augment=None, mixup_alpha: float | None = None, batch_augment=None):
+        if spec_augment is not None or mixup_alpha is not None or batch_augment is not None:
             raise SettingError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
                                f"by gradient descent; {name} is fitted on clean features (use augment=none)")
         self.pipeline = make_pipeline(StandardScaler(), estimator)
@@ -86,7 +86,7 @@ class FeatureClassifier:
     def fit_and_test(self, datamodule) -> None:
         """Fit on train+val features, predict test; results in `test_results` like EmotionClassifier's."""
         features = cached_features(datamodule)
-        parts = {part: (features[dataset.cache_rows], dataset.labels) for part, dataset in datamodule.datasets.items()}
+        parts = {part: (features[dataset.rows], dataset.labels) for part, dataset in datamodule.datasets.items()}
         train_x = np.concatenate([parts["train"][0], parts["val"][0]])
         train_y = np.concatenate([parts["train"][1], parts["val"][1]])
         self.pipeline.fit(train_x, train_y)

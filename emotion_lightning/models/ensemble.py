@@ -25,9 +25,9 @@ class ProbabilityMean(nn.Module):
 
 def build_ensemble(checkpoints: list[str], weights: list[float] | None = None, name: str = "ensemble",
                    classes: list[str] | None = None, run_config: dict | None = None,
-                   spec_augment=None, mixup_alpha: float | None = None) -> EmotionClassifier:
+                   spec_augment=None, mixup_alpha: float | None = None, batch_augment=None) -> EmotionClassifier:
     """An EmotionClassifier over trained checkpoints; it is tested, never trained (so never augmented)."""
-    if spec_augment is not None or mixup_alpha is not None:
+    if spec_augment is not None or mixup_alpha is not None or batch_augment is not None:
         raise SettingError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
                            f"by gradient descent; an ensemble of checkpoints is only tested (use augment=none)")
     if not checkpoints or len(checkpoints) < 2:

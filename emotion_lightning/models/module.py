@@ -21,8 +21,9 @@ class EmotionClassifier(L.LightningModule):
 
     `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) completed with the parameters and
     the optimiser. `class_weighting='balanced'` weights the loss by inverse training-class frequency;
-    the weights come from the DataModule through `set_class_weights`. `spec_augment` (masks on the
-    front-end's log-mels) and `mixup_alpha` (blending pairs of clips) act in training steps only.
+    the weights come from the DataModule through `set_class_weights`. `batch_augment` (noise, gain and
+    band-limiting on the waveform batch, models/augment.py), `spec_augment` (masks on the front-end's
+    log-mels) and `mixup_alpha` (blending pairs of clips) act in training steps only, on the model's device.
     `run_config`, the resolved run config, is saved into checkpoints so eval and predict can rebuild this
     module (and its audio settings) without Hydra.
     """
@@ -30,7 +31,8 @@ class EmotionClassifier(L.LightningModule):
     def __init__(self, network: nn.Module, classes: list[str], frontend: nn.Module | None = None,
                  optimizer: partial = partial(torch.optim.Adam, lr=1e-3), scheduler: partial | None = None,
                  class_weighting: str = "none", monitor: str = "val_ua", name: str = "model",
-                 spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0, run_config: dict | None = None):
+                 spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0, run_config: dict | None = None,
+                 batch_augment: nn.Module | None = None):
         super().__init__()
         if class_weighting not in ("none", "balanced"):
             raise SettingError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
@@ -56,6 +58,7 @@ class EmotionClassifier(L.LightningModule):
         self.test_results: dict | None = None
         self.trainable = True  # an ensemble of trained checkpoints is only tested
         self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
+        self.batch_augment = batch_augment  # waveform augmentation of whole training batches (models/augment.py)
         # What the checkpoint records of the data it was fitted on: clip IDs of its train and val parts, and the
         # config choices (data, split, ...) by name. Set by the training job, read back by from_checkpoint.
         self.trained_clips: dict[str, list[str]] | None = None
@@ -82,6 +85,8 @@ class EmotionClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_index):
         waveform, labels = batch
+        if self.batch_augment is not None:
+            waveform = self.batch_augment(waveform)
         mix, partner = 1.0, None
         if self.mixup_alpha > 0:  # mixup (Zhang et al., 2018): blend pairs of clips and their targets alike
             mix = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())

@@ -63,11 +63,16 @@ class PretrainedEncoderClassifier(nn.Module):
     Whisper: its log-mel front-end is part of this module. Its encoder expects 30 s (3000 frames);
     `whisper_pad_to_30s=false` (default) truncates the positional embeddings to `clip_seconds` instead,
     about 10x less compute for 3 s clips; `true` pads every clip to 30 s as in speech recognition.
+
+    `layers` picks the hidden states the mix reads (0 = the embeddings; default all). The input is a waveform
+    batch (batch, samples), or the kept hidden states themselves (batch, frames, layers, width): what a frozen
+    encoder's feature cache stores (models/feature_cache.py), so epochs then run only the mix and the head.
     """
 
     def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
                  freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
-                 whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1):
+                 whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1,
+                 layers: list[int] | None = None):
         super().__init__()
         if sample_rate != 16000:
             raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
@@ -88,10 +93,15 @@ class PretrainedEncoderClassifier(nn.Module):
                 model.freeze_feature_encoder()  # the CNN feature encoder stays as pretrained (as in the seeds)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
-        layers = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer
-        width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
-        self.layer_weights = nn.Parameter(torch.zeros(layers))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, head_hidden), nn.GELU(),
+        available = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer
+        self.layers = list(range(available)) if layers is None else [int(layer) for layer in layers]
+        if not self.layers or any(not 0 <= layer < available for layer in self.layers):
+            raise ValueError(f"model.network.layers={layers}: pick hidden states among 0..{available - 1} "
+                             "(0 = the embeddings), or null for all")
+        self.width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
+        self.sample_rate, self.clip_samples = sample_rate, int(round(clip_seconds * sample_rate))
+        self.layer_weights = nn.Parameter(torch.zeros(len(self.layers)))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.width, head_hidden), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
 
     def _fit_whisper_positions(self, frames: int) -> None:
@@ -109,7 +119,8 @@ class PretrainedEncoderClassifier(nn.Module):
             self.encoder.eval()  # a frozen encoder keeps its dropout off
         return self
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width)."""
         if self.is_whisper:
             features = self.whisper_mel(waveform)
             features = nn.functional.pad(features, (0, max(0, self.input_frames - features.shape[-1])))
@@ -117,6 +128,13 @@ class PretrainedEncoderClassifier(nn.Module):
         else:
             normalised = (waveform - waveform.mean(dim=1, keepdim=True)) / (waveform.std(dim=1, keepdim=True) + 1e-7)
             outputs = self.encoder(normalised, output_hidden_states=True)
-        hidden = torch.stack(outputs.hidden_states)  # (layers, batch, time, width)
-        mixed = (torch.softmax(self.layer_weights, dim=0)[:, None, None, None] * hidden).sum(dim=0)
+        return torch.stack([outputs.hidden_states[layer] for layer in self.layers], dim=2)
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Kept hidden states (batch, frames, layers, width) -> logits: softmax-weighted mix, mean over time, head."""
+        mix = torch.softmax(self.layer_weights, dim=0)
+        mixed = (mix[None, None, :, None] * hidden.to(mix.dtype)).sum(dim=2)
         return self.head(mixed.mean(dim=1))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.classify(inputs if inputs.dim() == 4 else self.encode(inputs))

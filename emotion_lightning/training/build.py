@@ -9,6 +9,9 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data import splits
 from emotion_lightning.data.atomic import write_text
+from emotion_lightning.models.augment import split_chain
+from emotion_lightning.models.feature_cache import frozen_features
+from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
@@ -18,13 +21,13 @@ SPLIT_FILE = "split.csv"
 def build_datamodule(cfg: DictConfig, **overrides):
     """The DataModule, set up: a missing corpus or an impossible split fails here, before any model.
 
-    The robustness condition degrades the test clips; augmentation's waveform transforms the training clips.
+    The robustness condition degrades the test clips; augmentation's codec is served from codec variants.
     """
-    robustness, augment = cfg.get("robustness"), cfg.get("augment")
+    robustness = cfg.get("robustness")
     transforms = {
         "test_transform": instantiate(robustness.chain) if robustness else None,
         "test_transform_seed": robustness.seed if robustness else 0,
-        "train_transform": instantiate(augment.waveform) if augment and augment.waveform else None,
+        "train_codec": waveform_augmentation(cfg)[1],
     }
     datamodule = instantiate(cfg.data, split=instantiate(cfg.split), **transforms, **overrides)
     datamodule.setup("fit")
@@ -36,12 +39,21 @@ def build_datamodule(cfg: DictConfig, **overrides):
     return datamodule
 
 
-def augmentation(augment: DictConfig | None) -> dict:
-    """The model's constructor arguments for SpecAugment and mixup; none when `augment=none`."""
+def waveform_augmentation(cfg: DictConfig) -> tuple:
+    """`augment.waveform` split into (the model's batch augmentation, the DataModule's codec); see models/augment.py."""
+    augment = cfg.get("augment")
+    chain = instantiate(augment.waveform) if augment and augment.get("waveform") else None
+    return split_chain(chain, cfg.audio.sample_rate)
+
+
+def augmentation(cfg: DictConfig) -> dict:
+    """The model's constructor arguments for batch augmentation, SpecAugment and mixup; none when `augment=none`."""
+    augment = cfg.get("augment")
     if not augment or augment.get("name", "none") == "none":
         return {}
     spec_augment = instantiate(augment.spec_augment) if augment.get("spec_augment") else None
-    return {"spec_augment": spec_augment, "mixup_alpha": augment.get("mixup_alpha", 0.0)}
+    return {"spec_augment": spec_augment, "mixup_alpha": augment.get("mixup_alpha", 0.0),
+            "batch_augment": waveform_augmentation(cfg)[0]}
 
 
 def build_model(cfg: DictConfig):
@@ -50,5 +62,23 @@ def build_model(cfg: DictConfig):
     The run config is handed to the built constructor rather than to `instantiate`, which would build the
     `_target_`s inside it (the DataModule, the split) a second time.
     """
-    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg.get("augment")))
+    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg))
     return constructor(run_config=resolved_config(cfg))
+
+
+def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
+    """A frozen pretrained encoder's train and val clips come from its feature cache (`feature_cache.enabled`):
+    hidden states computed once, so epochs run only the layer mix and the head. The test part stays on audio."""
+    settings = cfg.get("feature_cache")
+    network = getattr(model, "network", None)
+    if not (settings and settings.enabled and isinstance(network, PretrainedEncoderClassifier)
+            and network.freeze_encoder):
+        return False
+    if getattr(model, "batch_augment", None) is not None:
+        raise ValueError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache holds "
+                         "the clean clips' hidden states: set feature_cache.enabled=false to augment through the "
+                         "encoder, or use augment=none or augment=mixup")
+    store, frames = frozen_features(network, datamodule.cache, settings.dir, dtype=settings.dtype,
+                                    batch_size=settings.batch_size, device=settings.device)
+    datamodule.use_features(store, frames)
+    return True
