@@ -54,6 +54,7 @@ def test_download_takes_the_corpus_as_a_bare_name():
     assert corpus_shorthand(["corpus=all"]) == ["corpus=all"] and corpus_shorthand([]) == []
 
 
+@pytest.mark.slow  # runs the command in subprocesses (seconds each)
 @pytest.mark.parametrize("name, own, foreign", [
     ("predict", ["audio: ???", "output: predictions.json", "backend: torch", "window_seconds"], ["model:", "trainer"]),
     ("export", ["format: onnx", "opset: 18", "ckpt: ???"], ["model:", "trainer", "backend"]),
@@ -195,6 +196,7 @@ def test_wandb_goes_online_the_way_its_own_hint_says(monkeypatch):
     assert wandb_offline() is False
 
 
+@pytest.mark.slow  # runs the command in subprocesses (seconds each)
 def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
     """One line, status 1, no traceback; nothing written into the cwd and no empty run dir under outputs/."""
     outputs = tmp_path / "outputs"
