@@ -85,7 +85,7 @@ class FeatureClassifier:
     def fit_and_test(self, datamodule) -> None:
         """Fit on train+val features, predict test; results in `test_results` like EmotionClassifier's."""
         features = cached_features(datamodule)
-        parts = {part: (features[dataset.cache_rows], dataset.labels) for part, dataset in datamodule.datasets.items()}
+        parts = {part: (features[dataset.rows], dataset.labels) for part, dataset in datamodule.datasets.items()}
         train_x = np.concatenate([parts["train"][0], parts["val"][0]])
         train_y = np.concatenate([parts["train"][1], parts["val"][1]])
         self.pipeline.fit(train_x, train_y)
