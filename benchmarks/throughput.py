@@ -101,6 +101,14 @@ def entry_point_run(args, run_dir: Path, *overrides) -> tuple[float, dict]:
     return time.perf_counter() - start, json.loads((run_dir / "metrics.json").read_text())
 
 
+class Lines(list):
+    """The report's lines, printed as they come (a long run shows its progress)."""
+
+    def __iadd__(self, new):
+        print("\n".join(new), flush=True)
+        return super().__iadd__(new)
+
+
 def row(name: str, seconds: float, against: float, target: str) -> str:
     return f"{name:<66}{seconds:>9.2f}{seconds / against:>8.2f}x   {target}"
 
@@ -120,7 +128,8 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.epochs = 1, 2
-    lines = [f"device {args.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
+    lines = Lines()
+    lines += [f"device {args.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
              f"load average {os.getloadavg()[0]:.1f}",
              f"{'':<66}{'seconds':>9}{'ratio':>9}   target"]
 
@@ -168,7 +177,7 @@ def main():
                   resnet_wall, resnet_wall, ""),
               row(f"   frozen Whisper incl. feature pass (fit {whisper_metrics['train_seconds']:.1f} s, "
                   f"test UA {whisper_metrics['test_ua']:.3f})", whisper_wall, resnet_wall, "<= 1.00x")]
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)  # the table once more, in one piece
 
 
 if __name__ == "__main__":

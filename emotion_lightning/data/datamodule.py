@@ -94,7 +94,7 @@ class ResidentRows:
         inside = positions < self.lengths[rows][:, None]
         index = (self.offsets[rows][:, None] + positions).clamp(max=max(len(self.flat) - 1, 0))
         clips = self.flat[index]
-        return clips * inside.view(*inside.shape, *[1] * (clips.dim() - 2)).to(clips.dtype)
+        return torch.where(inside.view(*inside.shape, *[1] * (clips.dim() - 2)), clips, 0)  # zero padding at the end
 
 
 class ClipDataset(Dataset):

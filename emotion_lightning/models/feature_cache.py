@@ -4,8 +4,8 @@ A frozen encoder gives the same output for a clip every epoch, so the epochs nee
 store holds, per clip of the waveform cache, the kept layers' frames (frames, layers, width) in `dtype`
 (float16 by default: half the disk and memory of float32, well within the head's precision). It is keyed by the
 encoder (its config and a digest of its weights, so a fine-tuned or another checkpoint never reads stale
-features), the layers kept, the dtype and the audio (the waveform cache's key, rate and clip length); another
-key builds another store. Training crops `crop_frames` frames of a clip's sequence, as the audio path crops samples.
+features), the layers kept, the dtype, the audio (the waveform cache's key, rate and clip length) and the kind of
+device that computes them; another key builds another store. Training crops `crop_frames` frames of a clip's sequence, as the audio path crops samples.
 
 Whisper's encoder here sees windows of `clip_seconds` (its positions are truncated to the clip): a longer clip is
 encoded in consecutive windows, the last one aligned to the clip's end, and their frames are joined; a clip no
@@ -39,8 +39,11 @@ def encoder_digest(network: PretrainedEncoderClassifier) -> str:
     return digest.hexdigest()
 
 
-def feature_key(network: PretrainedEncoderClassifier, audio_key: str, dtype: str) -> str:
-    fields = [encoder_digest(network), network.layers, dtype, audio_key, network.sample_rate, network.clip_samples]
+def feature_key(network: PretrainedEncoderClassifier, audio_key: str, dtype: str, device: torch.device) -> str:
+    """The store's name. The device type is part of it: GPU kernels round differently, and a run must read the
+    features its own kind of device computes."""
+    fields = [encoder_digest(network), network.layers, dtype, audio_key, network.sample_rate, network.clip_samples,
+              device.type]
     return hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:16]
 
 
@@ -106,7 +109,7 @@ def frozen_features(network: PretrainedEncoderClassifier, cache: ArrayStore, cac
     check_dtype(dtype, "feature_cache.dtype")
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
-    key = feature_key(network, cache.index["key"], dtype)
+    key = feature_key(network, cache.index["key"], dtype, device)
     directory = Path(cache_dir) / "features"
     was_training, home = network.training, next(network.parameters()).device
 
