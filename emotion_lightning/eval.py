@@ -47,7 +47,7 @@ def rerooted(config, old: dict, new: DictConfig):
 
 
 def use_checkpoint_settings(cfg: DictConfig, trained: dict) -> None:
-    """Fill in the checkpoint's data, split and seed where the command line chose none."""
+    """Fill in the checkpoint's data, split and seed where the command line chose none (and `test_crops`)."""
     chose_split = cfg.get("split") is not None
     if cfg.get("seed") is not None and not chose_split and cfg.seed != trained.get("seed"):
         raise SettingError(
@@ -61,6 +61,8 @@ def use_checkpoint_settings(cfg: DictConfig, trained: dict) -> None:
             cfg.data = OmegaConf.create(rerooted(trained["data"], trained.get("paths", {}), cfg.paths))
         if not chose_split:
             cfg.split = OmegaConf.create(trained["split"])
+        if cfg.get("test_crops") is not None:
+            cfg.data.test_crops = cfg.test_crops
 
 
 def seen_clips(model: EmotionClassifier, datamodule) -> dict[str, int] | None:

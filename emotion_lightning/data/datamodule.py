@@ -38,11 +38,14 @@ class DataNotFoundError(MissingFileError):
     """No audio of any configured corpus was found; the message says where to put it."""
 
 
-def crop_starts(lengths: np.ndarray, crop_length: int, random_crop: bool) -> np.ndarray:
+def crop_starts(lengths: np.ndarray, crop_length: int, random_crop: bool, crops: int = 1) -> np.ndarray:
     """Where each clip's crop begins: uniform over the clip in training (one draw per batch from torch's
     generator, so both data paths and a resumed run cut the same crops), the centre in evaluation, 0 when
-    the clip is shorter than the crop (it is zero-padded at the end)."""
+    the clip is shorter than the crop (it is zero-padded at the end). `crops` > 1 (evaluation only): that
+    many starts per clip, evenly spaced from its beginning to its end, shape (clips, crops)."""
     excess = np.maximum(np.asarray(lengths, dtype=np.int64) - crop_length, 0)
+    if crops > 1:
+        return np.rint(excess[:, None] * np.linspace(0, 1, crops)[None]).astype(np.int64)
     if not random_crop:
         return excess // 2
     uniform = torch.rand(len(excess), dtype=torch.float64).numpy()
@@ -73,12 +76,17 @@ class StoreStack:
 
 
 class ResidentRows:
-    """A StoreStack copied whole into one tensor on `device`: a batch is one gather, no per-item loop."""
+    """A StoreStack copied whole into one tensor on `device`: a batch is one gather, no per-item loop.
 
-    def __init__(self, stack: StoreStack, device: torch.device):
+    `tail` zero rows follow the last clip, so a crop of up to `tail` rows never reads past the end. Waveform
+    crops (1-D rows) are taken from a strided view of every window of the crop's length (`unfold`, no copy), so the
+    gather copies whole contiguous crops: indexing each sample on its own took half the network's time on CPU."""
+
+    def __init__(self, stack: StoreStack, device: torch.device, tail: int):
         total = sum(len(store.data) for store in stack.stores)
         first = stack.stores[0].data
-        self.flat = torch.empty((total, *stack.item_shape), dtype=torch.from_numpy(first[:0]).dtype, device=device)
+        self.flat = torch.zeros((total + tail, *stack.item_shape), dtype=torch.from_numpy(first[:0]).dtype,
+                                device=device)
         offsets, position = [], 0
         for store in stack.stores:
             self.flat[position:position + len(store.data)].copy_(torch.from_numpy(np.asarray(store.data)))
@@ -86,14 +94,19 @@ class ResidentRows:
             position += len(store.data)
         self.offsets = torch.from_numpy(np.concatenate(offsets)).to(device)
         self.lengths = torch.from_numpy(stack.lengths).to(device)
-        self.device = device
+        self.device, self.tail = device, tail
 
     def gather(self, rows: np.ndarray, starts: np.ndarray, crop_length: int) -> torch.Tensor:
+        if crop_length > self.tail:
+            raise ValueError(f"crops of {crop_length} rows need as many zero rows after the data (have {self.tail})")
         rows, starts = torch.from_numpy(rows).to(self.device), torch.from_numpy(starts).to(self.device)
-        positions = starts[:, None] + torch.arange(crop_length, device=self.device)  # (batch, crop)
-        inside = positions < self.lengths[rows][:, None]
-        index = (self.offsets[rows][:, None] + positions).clamp(max=max(len(self.flat) - 1, 0))
-        clips = self.flat[index]
+        begin = self.offsets[rows] + starts
+        positions = torch.arange(crop_length, device=self.device)
+        if self.flat.dim() == 1:
+            clips = self.flat.unfold(0, crop_length, 1)[begin]  # (batch, crop)
+        else:
+            clips = self.flat[begin[:, None] + positions]  # (batch, crop, *item): rows are long enough already
+        inside = starts[:, None] + positions < self.lengths[rows][:, None]
         return torch.where(inside.view(*inside.shape, *[1] * (clips.dim() - 2)), clips, 0)  # zero padding at the end
 
 
@@ -105,18 +118,22 @@ class ClipDataset(Dataset):
     gather on the device. `transform` (a robustness Chain) degrades each test clip after cropping, seeded per
     clip by `transform_seed`, so a condition's score is the same run to run. `variants` = (count, p): with
     probability p a training clip is read from one of its `count` codec variants (rows after the clean ones).
+    `crops` > 1 (test-time augmentation, evaluation parts only): each item is that many evenly spaced crops of
+    the clip, (crops, crop_length), which the model scores one by one and averages.
     """
 
     def __init__(self, store: ArrayStore | StoreStack, rows: np.ndarray, labels: np.ndarray, crop_length: int,
                  random_crop: bool, transform: Chain | None = None, transform_seed: int = 0,
-                 sample_rate: int = 16000, variants: tuple[int, float] | None = None):
+                 sample_rate: int = 16000, variants: tuple[int, float] | None = None, crops: int = 1):
+        if crops < 1 or (crops > 1 and random_crop):
+            raise SettingError(f"data.test_crops={crops}: evaluation takes 1 or more evenly spaced crops per clip")
+        self.crops = int(crops)
         self.stack = store if isinstance(store, StoreStack) else StoreStack([store])
         self.rows, self.labels = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
         self.crop_length, self.random_crop = crop_length, random_crop
         self.transform, self.transform_seed, self.sample_rate = transform, transform_seed, sample_rate
         self.variants = variants
         self.resident: ResidentRows | None = None
-        self.resident_labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -124,7 +141,7 @@ class ClipDataset(Dataset):
     def make_resident(self, rows: ResidentRows) -> None:
         if self.transform:
             raise ValueError("a test condition degrades clips one by one; its dataset cannot be resident")
-        self.resident, self.resident_labels = rows, torch.from_numpy(self.labels).to(rows.device)
+        self.resident = rows
 
     def cut(self, row: np.ndarray, start: int) -> np.ndarray:
         piece = np.array(row[start:start + self.crop_length])
@@ -156,14 +173,20 @@ class ClipDataset(Dataset):
     def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         indices = np.asarray(indices, dtype=np.int64)
         rows = self.source_rows(indices)
-        starts = crop_starts(self.stack.lengths[rows], self.crop_length, self.random_crop)
+        starts = crop_starts(self.stack.lengths[rows], self.crop_length, self.random_crop, self.crops)
+        if self.crops > 1:  # one row per crop, grouped back per clip at the end
+            rows, starts, indices = np.repeat(rows, self.crops), starts.reshape(-1), np.repeat(indices, self.crops)
         if self.resident is not None:
-            return (self.resident.gather(rows, starts, self.crop_length),
-                    self.resident_labels[torch.from_numpy(indices).to(self.resident.device)])
-        clips = [self.cut(self.stack[row], start) for row, start in zip(rows, starts)]
-        if self.transform:
-            clips = [self.degrade(clip, index) for clip, index in zip(clips, indices)]
-        return torch.from_numpy(np.stack(clips)), torch.from_numpy(self.labels[indices])
+            clips = self.resident.gather(rows, starts, self.crop_length)
+        else:
+            clips = [self.cut(self.stack[row], start) for row, start in zip(rows, starts)]
+            if self.transform:
+                clips = [self.degrade(clip, index) for clip, index in zip(clips, indices)]
+            clips = torch.from_numpy(np.stack(clips))
+        labels = torch.from_numpy(self.labels[indices[::self.crops]])
+        if self.crops > 1:
+            clips = clips.unflatten(0, (-1, self.crops))
+        return clips, labels.to(clips.device)
 
     def degrade(self, clip: np.ndarray, index: int) -> np.ndarray:
         rng = np.random.default_rng((self.transform_seed, int(self.rows[index])))
@@ -187,13 +210,16 @@ class EmotionDataModule(L.LightningDataModule):
     `resident` (auto | true | false): keep the decoded rows in the memory of the trainer's device and cut
     batches by one gather; `auto` does so when they take at most `resident_fraction` of the device's free
     memory (GPU: free CUDA memory; CPU: MemAvailable) and there are no worker processes.
+
+    `test_crops` > 1: each test clip is scored on that many evenly spaced crops and their probabilities are
+    averaged (test-time augmentation); 1 (default) is the centre crop.
     """
 
     def __init__(self, corpora: dict[str, Corpus], classes: list[str], split, sample_rate: int = 16000,
                  clip_seconds: float = 3.0, batch_size: int = 32, num_workers: int = 0,
                  cache_dir: str = "cache", include: list[str] | None = None, train_codec: Codec | None = None,
                  test_transform: Chain | None = None, test_transform_seed: int = 0, resident: str | bool = "auto",
-                 resident_fraction: float = 0.25):
+                 resident_fraction: float = 0.25, test_crops: int = 1):
         super().__init__()
         unknown = sorted(set(include or []) - set(corpora))
         if unknown:
@@ -210,6 +236,7 @@ class EmotionDataModule(L.LightningDataModule):
             raise ValueError("data.resident=true keeps batches on the device, which worker processes cannot share; "
                              "set data.num_workers=0 or data.resident=false")
         self.resident, self.resident_fraction = resident, resident_fraction
+        self.test_crops = test_crops
         self.train_codec = train_codec
         self.test_transform, self.test_transform_seed = test_transform, test_transform_seed
         self._resident_rows: dict[int, tuple[StoreStack, ResidentRows]] = {}  # by the stack's id (kept alive)
@@ -264,7 +291,7 @@ class EmotionDataModule(L.LightningDataModule):
                 stack, cache_rows[selected], labels[selected], self.num_samples,
                 random_crop=train, transform=self.test_transform if test else None,
                 transform_seed=self.test_transform_seed, sample_rate=self.sample_rate,
-                variants=variants if train else None)
+                variants=variants if train else None, crops=self.test_crops if test else 1)
         self._check_test_classes(manifest, assignment)
         self.manifest, self.assignment, self.skipped, self.cache = manifest, assignment, skipped, cache
 
@@ -338,7 +365,7 @@ class EmotionDataModule(L.LightningDataModule):
             return
         if id(dataset.stack) not in self._resident_rows:
             log.info("data resident on %s: %.1f MB", device, nbytes * 1e-6)
-            self._resident_rows[id(dataset.stack)] = (dataset.stack, ResidentRows(dataset.stack, device))
+            self._resident_rows[id(dataset.stack)] = (dataset.stack, ResidentRows(dataset.stack, device, dataset.crop_length))
         dataset.make_resident(self._resident_rows[id(dataset.stack)][1])
 
     def _loader(self, part: str) -> DataLoader:

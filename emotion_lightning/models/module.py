@@ -24,6 +24,9 @@ class EmotionClassifier(L.LightningModule):
     the weights come from the DataModule through `set_class_weights`. `batch_augment` (noise, gain and
     band-limiting on the waveform batch, models/augment.py), `spec_augment` (masks on the front-end's
     log-mels) and `mixup_alpha` (blending pairs of clips) act in training steps only, on the model's device.
+    `label_smoothing` spreads that share of each target over the other classes (cross-entropy's own option).
+    Test batches of shape (batch, crops, samples) are scored per crop and their probabilities averaged
+    (test-time augmentation, `data.test_crops`).
     `run_config`, the resolved run config, is saved into checkpoints so eval and predict can rebuild this
     module (and its audio settings) without Hydra.
     """
@@ -32,13 +35,15 @@ class EmotionClassifier(L.LightningModule):
                  optimizer: partial = partial(torch.optim.Adam, lr=1e-3), scheduler: partial | None = None,
                  class_weighting: str = "none", monitor: str = "val_ua", name: str = "model",
                  spec_augment: nn.Module | None = None, mixup_alpha: float = 0.0, run_config: dict | None = None,
-                 batch_augment: nn.Module | None = None):
+                 batch_augment: nn.Module | None = None, label_smoothing: float = 0.0):
         super().__init__()
         if class_weighting not in ("none", "balanced"):
             raise SettingError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
         if spec_augment is not None and frontend is None:
             raise SettingError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
                                "(it reads the waveform); use augment=waveform or augment=mixup for it")
+        if not 0 <= label_smoothing < 1:
+            raise SettingError(f"model.label_smoothing={label_smoothing} must be in [0, 1) (0 turns it off)")
         if mixup_alpha < 0:
             raise SettingError(f"augment.mixup_alpha={mixup_alpha} must be >= 0 (0 turns mixup off)")
         self.frontend = frontend if frontend is not None else nn.Identity()
@@ -46,6 +51,7 @@ class EmotionClassifier(L.LightningModule):
         self.classes = list(classes)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.class_weighting, self.monitor, self.name = class_weighting, monitor, name
+        self.label_smoothing = float(label_smoothing)
         self.register_buffer("class_weights", torch.ones(len(self.classes)))
         self.run_config = run_config
         num_classes = len(self.classes)
@@ -81,7 +87,7 @@ class EmotionClassifier(L.LightningModule):
         return self.network(self.frontend(waveform))
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, weight=self.class_weights)
+        return F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
 
     def training_step(self, batch, batch_index):
         waveform, labels = batch
@@ -114,7 +120,12 @@ class EmotionClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_index):
         waveform, labels = batch
-        self._test_outputs.append((self(waveform).float().softmax(dim=1), labels))
+        if waveform.dim() == 3:  # (batch, crops, samples): the mean of each clip's crop probabilities
+            crops = waveform.shape[1]
+            probabilities = self(waveform.flatten(0, 1)).float().softmax(dim=1).unflatten(0, (-1, crops)).mean(dim=1)
+        else:
+            probabilities = self(waveform).float().softmax(dim=1)
+        self._test_outputs.append((probabilities, labels))
 
     def on_test_epoch_end(self):
         num_classes = len(self.classes)

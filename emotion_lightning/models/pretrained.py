@@ -1,7 +1,8 @@
 """Pretrained speech encoders from transformers (Wav2Vec2, HuBERT, WavLM, Whisper) with a pooled head.
 
 The classifier reads every hidden layer, mixes them with learned softmax weights (lower layers carry
-more prosody and speaker detail than the top one), averages over time and classifies with a small MLP.
+more prosody and speaker detail than the top one), pools over time (the mean, or attention pooling) and
+classifies with a small MLP.
 The encoder is frozen or fine-tuned; a Wav2Vec2-style CNN feature encoder always stays frozen.
 """
 
@@ -72,7 +73,7 @@ class PretrainedEncoderClassifier(nn.Module):
     def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
                  freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
                  whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1,
-                 layers: list[int] | None = None):
+                 layers: list[int] | None = None, pooling: str = "mean"):
         super().__init__()
         if sample_rate != 16000:
             raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
@@ -100,7 +101,13 @@ class PretrainedEncoderClassifier(nn.Module):
                              "(0 = the embeddings), or null for all")
         self.width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
         self.sample_rate, self.clip_samples = sample_rate, int(round(clip_seconds * sample_rate))
+        if pooling not in ("mean", "attention"):
+            raise SettingError(f"model.network.pooling={pooling!r}; use mean or attention")
+        self.pooling = pooling
         self.layer_weights = nn.Parameter(torch.zeros(len(self.layers)))
+        # attention pooling: a learned score per frame, softmax over time (frames that carry emotion weigh more)
+        self.attention = nn.Sequential(nn.Linear(self.width, 128), nn.Tanh(), nn.Linear(128, 1)) \
+            if pooling == "attention" else None
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.width, head_hidden), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
 
@@ -131,10 +138,17 @@ class PretrainedEncoderClassifier(nn.Module):
         return torch.stack([outputs.hidden_states[layer] for layer in self.layers], dim=2)
 
     def classify(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Kept hidden states (batch, frames, layers, width) -> logits: softmax-weighted mix, mean over time, head."""
+        """Kept hidden states (batch, frames, layers, width) -> logits: softmax-weighted layer mix, pooled over
+        time, head."""
         mix = torch.softmax(self.layer_weights, dim=0)
-        mixed = (mix[None, None, :, None] * hidden.to(mix.dtype)).sum(dim=2)
-        return self.head(mixed.mean(dim=1))
+        if self.attention is None:
+            # The mean over time commutes with the layer mix: pooling first makes the mix act on (batch, layers,
+            # width), and backward never touches the frames (3-4x faster epochs from the feature cache).
+            pooled = hidden.to(mix.dtype).mean(dim=1)  # (mean(dtype=float32) on float16 is 4x slower on CPU)
+            return self.head((mix[None, :, None] * pooled).sum(dim=1))
+        mixed = torch.einsum("btlw,l->btw", hidden.to(mix.dtype), mix)
+        weights = torch.softmax(self.attention(mixed).squeeze(-1), dim=1)
+        return self.head((weights[..., None] * mixed).sum(dim=1))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.classify(inputs if inputs.dim() == 4 else self.encode(inputs))

@@ -1,0 +1,121 @@
+"""The pieces of the training recipes (issue #15): label smoothing, test-time crops, attention pooling, the
+warm-up cosine schedule, and the named recipes best_scratch / best_pretrained."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emotion_lightning.data.corpora import Ravdess
+from emotion_lightning.data.datamodule import EmotionDataModule, crop_starts
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.data.splits import SpeakerIndependentSplit
+from emotion_lightning.data.taxonomy import EMOTIONS
+from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.models.schedules import warmup_cosine
+from tests.helpers.configs import TINY, emotion_map
+
+
+class Loudness(nn.Module):
+    """Logits from the crop itself: class 0's logit is the crop's mean, the others 0 (crop-dependent output)."""
+
+    def forward(self, waveform):
+        logits = torch.zeros(len(waveform), 2)
+        logits[:, 0] = waveform.mean(dim=1)
+        return logits
+
+
+def test_label_smoothing_is_cross_entropy_s_and_checked():
+    model = EmotionClassifier(Loudness(), ["a", "b"], label_smoothing=0.2)
+    logits, labels = torch.tensor([[2.0, -1.0], [0.5, 0.5]]), torch.tensor([0, 1])
+    log_p = logits.log_softmax(dim=1)
+    by_hand = -(0.9 * log_p[[0, 1], labels] + 0.1 * log_p[[0, 1], 1 - labels]).mean()  # 1 - 0.2 + 0.2/2 on the target
+    assert torch.isclose(model._loss(logits, labels), by_hand)
+    assert model._loss(logits, labels) != F.cross_entropy(logits, labels)
+    with pytest.raises(SettingError, match="label_smoothing"):
+        EmotionClassifier(Loudness(), ["a", "b"], label_smoothing=1.0)
+
+
+def test_test_crops_are_evenly_spaced_from_start_to_end():
+    starts = crop_starts(np.array([100, 40, 10]), 10, random_crop=False, crops=3)
+    np.testing.assert_array_equal(starts, [[0, 45, 90], [0, 15, 30], [0, 0, 0]])
+    np.testing.assert_array_equal(crop_starts(np.array([100]), 10, random_crop=False), [45])  # one crop: the centre
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_test_time_crops_reach_the_model_grouped_per_clip(resident, data_dir, tmp_path):
+    corpora = {"ravdess": Ravdess(data_dir / "ravdess", emotion_map("ravdess"))}
+    module = EmotionDataModule(corpora, list(EMOTIONS), SpeakerIndependentSplit(seed=0), clip_seconds=0.25,
+                               batch_size=4, cache_dir=str(tmp_path), test_crops=3, resident=resident)
+    module.setup()
+    test = module.datasets["test"]
+    clips, labels = next(iter(module.test_dataloader()))
+    assert clips.shape == (4, 3, 4000) and torch.equal(labels, torch.from_numpy(test.labels[:4]))
+    first = np.asarray(test.stack[test.rows[0]])
+    np.testing.assert_array_equal(clips[0, 0].numpy(), first[:4000])
+    np.testing.assert_array_equal(clips[0, 2].numpy(), first[len(first) - 4000:])
+    assert module.datasets["val"][0][0].shape == (4000,)  # validation keeps one centre crop
+
+    model = EmotionClassifier(Loudness(), ["a", "b"])
+    model.test_step((clips, labels), 0)
+    probabilities, _ = model._test_outputs[0]
+    per_crop = Loudness()(clips.flatten(0, 1)).softmax(dim=1).view(4, 3, 2)
+    torch.testing.assert_close(probabilities, per_crop.mean(dim=1))
+
+
+def test_mean_pooling_first_equals_mixing_first_and_attention_pools_over_time():
+    torch.manual_seed(0)
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=0.5).eval()
+    network.layer_weights.data = torch.randn(len(network.layers))
+    hidden = torch.randn(3, 25, len(network.layers), network.width)
+    mix = network.layer_weights.softmax(dim=0)
+    mixed_first = network.head((mix[None, None, :, None] * hidden).sum(dim=2).mean(dim=1))
+    torch.testing.assert_close(network.classify(hidden), mixed_first)
+    torch.testing.assert_close(network.classify(hidden.half()), mixed_first, atol=1e-2, rtol=1e-2)
+
+    attention = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=0.5,
+                                            pooling="attention").eval()
+    logits = attention.classify(hidden)
+    assert logits.shape == (3, 4)
+    logits.sum().backward()
+    assert attention.attention[0].weight.grad.abs().sum() > 0 and attention.layer_weights.grad.abs().sum() > 0
+    # a frame that the attention scores far above the others decides the pooled vector alone
+    with torch.no_grad():
+        attention.attention[2].weight.zero_()
+        attention.attention[2].bias.zero_()
+    uniform = attention.classify(hidden)
+    torch.testing.assert_close(uniform, attention.head((attention.layer_weights.softmax(0)[None, None, :, None]
+                                                         * hidden).sum(dim=2).mean(dim=1)))
+    with pytest.raises(SettingError, match="pooling"):
+        PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], pooling="max")
+
+
+def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, max_epochs=10, warmup_epochs=2, final_fraction=0.1)
+    rates = []
+    for _ in range(11):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    np.testing.assert_allclose(rates[:3], [1 / 3, 2 / 3, 1.0])
+    assert all(a > b for a, b in zip(rates[2:10], rates[3:11]))  # falls every epoch after the warm-up
+    assert rates[10] == pytest.approx(0.1) and rates[6] == pytest.approx(0.1 + 0.9 * 0.5)
+    with pytest.raises(ValueError, match="warm-up"):
+        warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
+
+
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "resnet"), ("best_pretrained", "whisper")])
+def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
+    plain = compose_train([])
+    for split in ("speaker_independent", "speaker_kfold"):
+        cfg = compose_train([f"experiment={experiment}", f"split={split}"])
+        assert cfg.hydra.runtime.choices.model == model and cfg.hydra.runtime.choices.split == split
+        assert cfg.data == plain.data
+        assert cfg.model.scheduler._target_.endswith("warmup_cosine")
+        assert cfg.model.scheduler.max_epochs == cfg.trainer.max_epochs and "patience" not in cfg.model.scheduler
+        assert cfg.model.label_smoothing > 0
+    other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
+    assert other_data.hydra.runtime.choices.data == "crema_d"
