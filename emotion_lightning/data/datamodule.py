@@ -52,6 +52,13 @@ def crop_starts(lengths: np.ndarray, crop_length: int, random_crop: bool, crops:
     return np.minimum((uniform * (excess + 1)).astype(np.int64), excess)
 
 
+def batch_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype batches have on `device`: a CPU converts float16 to float32 at a fraction of a GPU's speed
+    (it took as long as the rest of a frozen encoder's training step), so float16 stores are widened once, on
+    loading, when the batches stay on the CPU."""
+    return torch.float32 if dtype == torch.float16 and device.type == "cpu" else dtype
+
+
 def keep_batch(batch):
     """The DataLoader's collate step for datasets that build whole batches themselves (`__getitems__`)."""
     return batch
@@ -85,8 +92,8 @@ class ResidentRows:
     def __init__(self, stack: StoreStack, device: torch.device, tail: int):
         total = sum(len(store.data) for store in stack.stores)
         first = stack.stores[0].data
-        self.flat = torch.zeros((total + tail, *stack.item_shape), dtype=torch.from_numpy(first[:0]).dtype,
-                                device=device)
+        dtype = batch_dtype(torch.from_numpy(first[:0]).dtype, device)
+        self.flat = torch.zeros((total + tail, *stack.item_shape), dtype=dtype, device=device)
         offsets, position = [], 0
         for store in stack.stores:
             self.flat[position:position + len(store.data)].copy_(torch.from_numpy(np.asarray(store.data)))
@@ -183,6 +190,7 @@ class ClipDataset(Dataset):
             if self.transform:
                 clips = [self.degrade(clip, index) for clip, index in zip(clips, indices)]
             clips = torch.from_numpy(np.stack(clips))
+            clips = clips.to(batch_dtype(clips.dtype, torch.device("cpu")))
         labels = torch.from_numpy(self.labels[indices[::self.crops]])
         if self.crops > 1:
             clips = clips.unflatten(0, (-1, self.crops))
@@ -360,7 +368,8 @@ class EmotionDataModule(L.LightningDataModule):
         """Make `dataset` resident on the trainer's device when `data.resident` says so (see the class doc)."""
         if self.resident is False or dataset.resident is not None or dataset.transform:
             return
-        device, nbytes = self.device(), dataset.stack.nbytes
+        device, stored = self.device(), torch.from_numpy(dataset.stack.stores[0].data[:0]).dtype
+        nbytes = dataset.stack.nbytes * batch_dtype(stored, device).itemsize // stored.itemsize  # float16 widened on CPU
         if self.resident == "auto" and (self.num_workers > 0 or not self.fits_on(nbytes, device)):
             return
         if id(dataset.stack) not in self._resident_rows:
