@@ -10,7 +10,7 @@ import torch
 from emotion_lightning.data import array_store
 from emotion_lightning.data.array_store import ArrayStore
 from emotion_lightning.data.corpora import Ravdess
-from emotion_lightning.data.datamodule import EmotionDataModule
+from emotion_lightning.data.datamodule import ClipDataset, EmotionDataModule, ResidentRows, StoreStack, batch_dtype
 from emotion_lightning.data.splits import SpeakerIndependentSplit
 from emotion_lightning.data.taxonomy import EMOTIONS
 from emotion_lightning.data.transforms import AddNoise, Chain, Codec, Gain, Resample
@@ -256,6 +256,21 @@ def test_the_feature_cache_is_reused_rebuilt_when_its_key_changes_and_never_half
     monkeypatch.setattr(array_store, "write", real_write)
     rebuilt, _ = frozen_features(network, waves, tmp_path / "cache")
     assert json.loads((tmp_path / "cache" / "features" / f"{rebuilt.index['key']}.json").read_text())["lengths"] == [25, 29]
+
+
+def test_float16_frames_are_widened_on_the_cpu_and_both_paths_cut_the_same_crops(tmp_path):
+    waves = waveform_store(tmp_path, [8000 + 321, 20000, 5000])
+    store, frames = frozen_features(tiny_whisper(), waves, tmp_path / "cache", dtype="float16")
+    rows, labels = np.arange(3), np.array([0, 1, 2])
+    resident = ClipDataset(store, rows, labels, frames, random_crop=False, crops=2)
+    resident.make_resident(ResidentRows(StoreStack([store]), torch.device("cpu"), tail=frames))
+    mapped = ClipDataset(store, rows, labels, frames, random_crop=False, crops=2)
+    (from_resident, _), (from_map, _) = resident.__getitems__([0, 1, 2]), mapped.__getitems__([0, 1, 2])
+    assert from_resident.dtype == from_map.dtype == torch.float32 and from_resident.shape == (3, 2, frames, 3, 32)
+    assert torch.equal(from_resident, from_map)
+    np.testing.assert_array_equal(from_map[1, 1].numpy(), store[1][63 - frames:].astype(np.float32))  # the end
+    np.testing.assert_array_equal(from_map[2, 1].numpy(), store[2].astype(np.float32))  # one window: both crops
+    assert batch_dtype(torch.float16, torch.device("cuda")) == torch.float16  # a GPU keeps the stored width
 
 
 def test_the_feature_cache_refuses_what_it_cannot_serve(tmp_path):
