@@ -154,7 +154,7 @@ def test_aggregate_groups_runs_and_builds_tables(tmp_path):
         (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
     for fold, ua in enumerate([0.5, 0.6, 0.7]):
         write(f"k{fold}", model="resnet", data="ravdess", split="speaker_kfold", seed=0, params=10, train_seconds=fold,
-              test_ua=ua, test_wa=ua,
+              test_ua=ua, test_wa=ua, best_val_ua=ua + 0.05,
               test_macro_f1=ua, train_corpora=["ravdess"], test_corpora=["ravdess"])
     write("x", model="resnet", data="combined", split="cross_corpus", seed=0, test_ua=0.3, test_wa=0.3,
           test_macro_f1=0.3, train_corpora=["ravdess"], test_corpora=["crema_d"])
@@ -165,8 +165,10 @@ def test_aggregate_groups_runs_and_builds_tables(tmp_path):
     assert summary["speaker_kfold"]["runs"] == 3
     assert summary["speaker_kfold"]["test_ua"]["mean"] == pytest.approx(0.6)
     assert summary["speaker_kfold"]["test_ua"]["sd"] == pytest.approx(0.1)
-    assert "| resnet | none | ravdess | speaker_kfold | clean |  | 10 | 3 | 0.600 ± 0.100 [" in markdown_table(
-        list(summary.values()))
+    assert summary["speaker_kfold"]["val_ua"] == pytest.approx(0.65) and summary["cross_corpus"]["val_ua"] is None
+    table = markdown_table(list(summary.values()))
+    assert "| resnet | none | ravdess | speaker_kfold | clean |  | 10 | 3 | 0.650 | 0.600 ± 0.100 [" in table
+    assert "| resnet | none | combined | cross_corpus | clean |  |  | 1 |  | 0.300 |" in table  # no val UA recorded
     assert summary["speaker_kfold"]["train_seconds"] == pytest.approx(1.0)
     matrix = cross_corpus_matrix(runs)
     assert matrix.loc["ravdess", "crema_d"] == pytest.approx(0.3) and matrix.shape == (1, 1)

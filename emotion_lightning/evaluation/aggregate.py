@@ -3,7 +3,8 @@
 A configuration is every setting of the resolved config that can change a result (metrics.json's `settings`,
 see evaluation/identity.py): runs are pooled only over seed and fold, and evaluations of a checkpoint never pool
 with training runs. Configurations that share model, augmentation, data, split and condition are told apart by
-the settings they differ in (e.g. `trainer.max_epochs=1`).
+the settings they differ in (e.g. `trainer.max_epochs=1`). Each row also shows the mean of its runs' best
+validation UA: the number a search ranks configurations on (test UA is reported, never tuned on).
 
 `write_aggregate` (`python -m emotion_lightning.aggregate FOLDER`) writes aggregate.json and aggregate.md;
 also cross_corpus.md when runs train and test on different corpora, robustness.md when runs test under several conditions, and
@@ -53,7 +54,7 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
         row = {
             "run_dir": str(path.parent),
             **{key: metrics.get(key, DEFAULTS.get(key))
-               for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds", "snr_db"]},
+               for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds", "snr_db", "best_val_ua"]},
             "kind": "eval" if "ckpt_path" in metrics else "train",
             "seen_test_clips": metrics.get("seen_test_clips") or 0,
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
@@ -108,12 +109,14 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
     for _, group in runs.groupby("configuration", sort=True, dropna=False):
         params = group["params"].iloc[0]
         seconds = group["train_seconds"].dropna().astype(float)  # evaluations of a checkpoint do not train
+        val_ua = group["best_val_ua"].dropna().astype(float)  # what a search ranks configurations on, never test
         label = group["configuration"].iloc[0]
         entry = {**{key: group[key].iloc[0] for key in GROUP_BY}, "kind": group["kind"].iloc[0],
                  "settings": label.partition(" [")[2].rstrip("]") if " [" in label else "",
                  "configuration": label, "runs": len(group), "seen_test_clips": int(group["seen_test_clips"].sum()),
                  "params": None if pd.isna(params) else int(params),
-                 "train_seconds": float(seconds.mean()) if len(seconds) else None}
+                 "train_seconds": float(seconds.mean()) if len(seconds) else None,
+                 "val_ua": float(val_ua.mean()) if len(val_ua) else None}
         for metric in METRICS:
             values = group[metric].astype(float).to_numpy()
             several = len(values) > 1
@@ -132,7 +135,7 @@ def format_stat(stats: dict, interval: bool = True) -> str:
 
 
 LEADERBOARD_COLUMNS = ["model", "augment", "data", "split", "condition", "settings", "params", "runs",
-                       "UA mean ± sd [95% CI]", "WA mean ± sd", "macro-F1 mean ± sd", "train time"]
+                       "val UA mean", "UA mean ± sd [95% CI]", "WA mean ± sd", "macro-F1 mean ± sd", "train time"]
 
 
 def leaderboard(summary: list[dict]) -> pd.DataFrame:
@@ -145,7 +148,7 @@ def leaderboard(summary: list[dict]) -> pd.DataFrame:
         rows.append(dict(zip(LEADERBOARD_COLUMNS, [
             entry["model"], entry["augment"], entry["data"], entry["split"], entry["condition"], settings,
             f"{entry['params']:,}" if entry["params"] is not None else "", str(entry["runs"]),
-            format_stat(ua), format_stat(wa, interval=False), format_stat(f1, interval=False),
+            f"{entry['val_ua']:.3f}" if entry["val_ua"] is not None else "", format_stat(ua), format_stat(wa, interval=False), format_stat(f1, interval=False),
             f"{entry['train_seconds']:.0f} s" if entry["train_seconds"] is not None else ""])))
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
