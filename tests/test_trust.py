@@ -14,7 +14,7 @@ from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import FileSplit, SpeakerIndependentSplit
 from emotion_lightning.data.taxonomy import EMOTIONS
 from emotion_lightning.evaluation.aggregate import aggregate, markdown_table, read_runs
-from emotion_lightning.evaluation.identity import differences, identity, result_settings
+from emotion_lightning.evaluation.identity import differences, identity, member_identities, result_settings
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion, resampled_ua
 from emotion_lightning.evaluation.paired import mcnemar_exact, paired_comparisons
 from emotion_lightning.evaluation.report import build_report
@@ -166,3 +166,15 @@ def test_report_shows_the_leaderboard_comparison_speakers_and_learning_curves(pa
     assert (tmp_path / "report" / "figures" / "learning_curves_00.png").is_file()
     assert (tmp_path / "report" / "figures" / "ua_per_configuration.png").is_file()
     assert (tmp_path / "report" / "comparisons.csv").is_file()
+
+
+def test_ensembles_are_identified_by_their_members_configurations_not_checkpoint_paths():
+    def member(model, fold, seed=0):
+        return {"model": {"name": model, "lr": 1e-3}, "split": {"fold": fold, "seed": 0}, "seed": seed,
+                "paths": {"output_dir": f"/runs/{model}/{fold}"}}
+    fold0 = member_identities([member("resnet", 0), member("whisper", 0)])
+    assert fold0 == member_identities([member("resnet", 3, seed=2), member("whisper", 3)])  # pools over folds
+    assert fold0[0].startswith("resnet:") and fold0[1].startswith("whisper:")
+    other = member("resnet", 0)
+    other["model"]["lr"] = 1e-4
+    assert member_identities([other, member("whisper", 0)])[0] != fold0[0]

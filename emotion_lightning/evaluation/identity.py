@@ -6,6 +6,7 @@ match. Settings that cannot change the numbers (where files go, loggers, progres
 are left out (`IGNORED`), so that the same experiment on another machine or with another logger still pools.
 """
 
+import hashlib
 import json
 from fnmatch import fnmatchcase
 
@@ -51,6 +52,18 @@ def result_settings(config: dict) -> dict:
 def identity(settings: dict) -> str:
     """A configuration's key: its settings without the pooled ones, as canonical JSON."""
     return json.dumps({key: value for key, value in settings.items() if key not in POOLED}, sort_keys=True, default=str)
+
+
+def member_identities(run_configs: list[dict]) -> list[str]:
+    """An ensemble's members as `model:digest` of their configurations (settings without seed and fold): what
+    makes an ensemble, where its checkpoint paths differ from fold to fold. Ensembles of the same member
+    configurations on other folds or seeds then pool; other members make another row."""
+    members = []
+    for run_config in run_configs:
+        settings = result_settings(run_config)
+        digest = hashlib.sha1(identity(settings).encode()).hexdigest()[:10]
+        members.append(f"{settings.get('model.name', 'model')}:{digest}")
+    return members
 
 
 UNSET = "(unset)"

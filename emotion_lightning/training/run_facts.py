@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lightning.evaluation.identity import result_settings
+from emotion_lightning.evaluation.identity import member_identities, result_settings
 
 LIBRARIES = ("torch", "torchaudio", "lightning", "hydra-core", "torchmetrics", "transformers", "numpy", "soundfile")
 
@@ -48,12 +48,16 @@ def run_record(cfg: DictConfig, test_results: dict, tested, datamodule, **facts)
     """The metrics.json record of a train or eval run: test results, what ran on what, and `facts` (fit facts,
     or what the evaluated checkpoint was trained with), which override the defaults taken from `cfg`."""
     choices = config_choices()
+    settings = result_settings(resolved_config(cfg))
+    members = getattr(getattr(tested, "network", None), "members", None)
+    if "model.checkpoints" in settings and members is not None:  # an ensemble: its members' configurations
+        settings["model.checkpoints"] = member_identities([member.run_config for member in members])
     return {
         **test_results,
         "model": choices.get("model", tested.name), "params": tested.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
         "seed": cfg.seed, **condition_facts(cfg), "skipped_files": len(datamodule.skipped),
         # What makes this configuration: aggregate and report pool runs whose settings differ only in seed and fold.
-        "settings": result_settings(resolved_config(cfg)), **facts,
+        "settings": settings, **facts,
         "choices": choices, "versions": library_versions(),
     }
