@@ -106,6 +106,6 @@ def test_every_augmentation_preset_applies_to_the_resnet(augment, compose_train)
     cfg = compose_train([f"augment={augment}"])
     model = build_model(cfg)
     assert cfg.augment.name == augment
-    assert (model.spec_augment is not None) == (augment in ("specaugment", "full"))
-    assert (model.mixup_alpha > 0) == (augment == "mixup")
+    assert (model.spec_augment is not None) == (augment in ("specaugment", "specaugment_mixup", "full"))
+    assert (model.mixup_alpha > 0) == (augment in ("mixup", "specaugment_mixup"))
     assert (cfg.augment.waveform is not None) == (augment in ("waveform", "full"))

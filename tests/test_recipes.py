@@ -107,7 +107,7 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
         warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
 
 
-@pytest.mark.parametrize("experiment, model", [("best_scratch", "resnet"), ("best_pretrained", "whisper")])
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper")])
 def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
     plain = compose_train([])
     for split in ("speaker_independent", "speaker_kfold"):
