@@ -81,6 +81,10 @@ class StoreStack:
     def nbytes(self) -> int:
         return sum(store.nbytes for store in self.stores)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.from_numpy(self.stores[0].data[:0]).dtype
+
 
 class ResidentRows:
     """A StoreStack copied whole into one tensor on `device`: a batch is one gather, no per-item loop.
@@ -91,9 +95,7 @@ class ResidentRows:
 
     def __init__(self, stack: StoreStack, device: torch.device, tail: int):
         total = sum(len(store.data) for store in stack.stores)
-        first = stack.stores[0].data
-        dtype = batch_dtype(torch.from_numpy(first[:0]).dtype, device)
-        self.flat = torch.zeros((total + tail, *stack.item_shape), dtype=dtype, device=device)
+        self.flat = torch.zeros((total + tail, *stack.item_shape), dtype=batch_dtype(stack.dtype, device), device=device)
         offsets, position = [], 0
         for store in stack.stores:
             self.flat[position:position + len(store.data)].copy_(torch.from_numpy(np.asarray(store.data)))
@@ -368,7 +370,7 @@ class EmotionDataModule(L.LightningDataModule):
         """Make `dataset` resident on the trainer's device when `data.resident` says so (see the class doc)."""
         if self.resident is False or dataset.resident is not None or dataset.transform:
             return
-        device, stored = self.device(), torch.from_numpy(dataset.stack.stores[0].data[:0]).dtype
+        device, stored = self.device(), dataset.stack.dtype
         nbytes = dataset.stack.nbytes * batch_dtype(stored, device).itemsize // stored.itemsize  # float16 widened on CPU
         if self.resident == "auto" and (self.num_workers > 0 or not self.fits_on(nbytes, device)):
             return
