@@ -10,7 +10,8 @@ import torch
 from emotion_lightning.data import array_store
 from emotion_lightning.data.array_store import ArrayStore
 from emotion_lightning.data.corpora import Ravdess
-from emotion_lightning.data.datamodule import ClipDataset, EmotionDataModule, ResidentRows, StoreStack, batch_dtype
+from emotion_lightning.data.datamodule import (ClipDataset, EmotionDataModule, ResidentCropMeans, ResidentRows, StoreStack,
+                                               batch_dtype)
 from emotion_lightning.data.splits import SpeakerIndependentSplit
 from emotion_lightning.data.taxonomy import EMOTIONS
 from emotion_lightning.data.transforms import AddNoise, Chain, Codec, Gain, Resample
@@ -271,6 +272,31 @@ def test_float16_frames_are_widened_on_the_cpu_and_both_paths_cut_the_same_crops
     np.testing.assert_array_equal(from_map[1, 1].numpy(), store[1][63 - frames:].astype(np.float32))  # the end
     np.testing.assert_array_equal(from_map[2, 1].numpy(), store[2].astype(np.float32))  # one window: both crops
     assert batch_dtype(torch.float16, torch.device("cuda")) == torch.float16  # a GPU keeps the stored width
+
+
+@pytest.mark.parametrize("random_crop", [True, False])
+def test_crop_means_are_each_crop_s_mean_on_both_paths_and_give_the_head_s_logits(random_crop, tmp_path):
+    waves = waveform_store(tmp_path, [8000 + 321, 20000, 5000])  # two windows, three windows, shorter than a crop
+    network = tiny_whisper()
+    store, frames = frozen_features(network, waves, tmp_path / "cache", dtype="float16")
+    rows, labels = np.arange(3), np.array([0, 1, 2])
+    whole = ClipDataset(store, rows, labels, frames, random_crop=random_crop)
+    mapped = ClipDataset(store, rows, labels, frames, random_crop=random_crop, crop_means=True)
+    resident = ClipDataset(store, rows, labels, frames, random_crop=random_crop, crop_means=True)
+    resident.make_resident(ResidentCropMeans(StoreStack([store]), torch.device("cpu")))
+    batches = []
+    for dataset in (whole, mapped, resident):
+        torch.manual_seed(3)  # the same crop starts on every path
+        batches.append(dataset.__getitems__([0, 1, 2, 1])[0])
+    crops, from_map, from_resident = batches
+    assert crops.shape == (4, frames, 3, 32) and from_map.shape == from_resident.shape == (4, 1, 3, 32)
+    expected = crops.mean(dim=1, keepdim=True)  # padding frames of the short clip count as zeros
+    assert torch.allclose(from_map, expected, atol=1e-5) and torch.allclose(from_resident, expected, atol=1e-5)
+    assert not torch.allclose(from_map[2], crops[2, :1], atol=1e-3)  # a mean, not a frame
+    with torch.no_grad():
+        assert torch.allclose(network(from_resident), network(crops), atol=1e-5)
+    with pytest.raises(ValueError, match="ResidentCropMeans"):
+        whole.make_resident(ResidentCropMeans(StoreStack([store]), torch.device("cpu")))
 
 
 def test_the_feature_cache_refuses_what_it_cannot_serve(tmp_path):

@@ -119,6 +119,30 @@ class ResidentRows:
         return torch.where(inside.view(*inside.shape, *[1] * (clips.dim() - 2)), clips, 0)  # zero padding at the end
 
 
+class ResidentCropMeans:
+    """A StoreStack's rows as per-clip prefix sums (float32) on `device`, for a model that only averages each crop
+    over its rows (a frozen encoder's mean-pooling head): a crop's mean is the difference of two gathered prefix
+    rows over `crop_length`, rows past the clip's end counting as the zeros `ClipDataset.cut` pads with. Batches
+    are (batch, 1, *item), the same mean the head would take of the whole crop, without copying its frames (that
+    copy was most of a cached epoch). The sums restart at every clip, so float32 keeps their differences precise."""
+
+    def __init__(self, stack: StoreStack, device: torch.device):
+        lengths = stack.lengths.astype(np.int64)
+        self.base = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])  # clip i's zero row, then its sums
+        prefix = torch.zeros((int((lengths + 1).sum()), *stack.item_shape), dtype=torch.float32)
+        for row, (base, length) in enumerate(zip(self.base, lengths)):
+            prefix[base + 1:base + 1 + length].copy_(torch.from_numpy(np.asarray(stack[row])))
+            prefix[base + 1:base + 1 + length].cumsum_(dim=0)  # in place: as fast as the copy alone
+        self.prefix = prefix.to(device)
+        self.base, self.lengths = torch.from_numpy(self.base).to(device), torch.from_numpy(lengths).to(device)
+        self.device = device
+
+    def gather(self, rows: np.ndarray, starts: np.ndarray, crop_length: int) -> torch.Tensor:
+        rows, starts = torch.from_numpy(rows).to(self.device), torch.from_numpy(starts).to(self.device)
+        base, ends = self.base[rows], torch.minimum(starts + crop_length, self.lengths[rows])
+        return ((self.prefix[base + ends] - self.prefix[base + starts]) / crop_length).unsqueeze(1)
+
+
 class ClipDataset(Dataset):
     """Fixed-length crops of a store's rows (waveforms, or a frozen encoder's frames): a random crop for
     training, the centre for evaluation, zero padding (at the end) for rows shorter than `crop_length`.
@@ -128,32 +152,41 @@ class ClipDataset(Dataset):
     clip by `transform_seed`, so a condition's score is the same run to run. `variants` = (count, p): with
     probability p a training clip is read from one of its `count` codec variants (rows after the clean ones).
     `crops` > 1 (test-time augmentation, evaluation parts only): each item is that many evenly spaced crops of
-    the clip, (crops, crop_length), which the model scores one by one and averages.
+    the clip, (crops, crop_length), which the model scores one by one and averages. `crop_means`: each crop is
+    replaced by its mean over the rows, (1, *item) (for a head that only averages over time; resident as
+    `ResidentCropMeans`).
     """
 
     def __init__(self, store: ArrayStore | StoreStack, rows: np.ndarray, labels: np.ndarray, crop_length: int,
                  random_crop: bool, transform: Chain | None = None, transform_seed: int = 0,
-                 sample_rate: int = 16000, variants: tuple[int, float] | None = None, crops: int = 1):
+                 sample_rate: int = 16000, variants: tuple[int, float] | None = None, crops: int = 1,
+                 crop_means: bool = False):
         if crops < 1 or (crops > 1 and random_crop):
             raise SettingError(f"data.test_crops={crops}: evaluation takes 1 or more evenly spaced crops per clip")
-        self.crops = int(crops)
+        if crop_means and transform:
+            raise ValueError("a test condition degrades whole clips; crop means serve cached encoder frames only")
+        self.crops, self.crop_means = int(crops), crop_means
         self.stack = store if isinstance(store, StoreStack) else StoreStack([store])
         self.rows, self.labels = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
         self.crop_length, self.random_crop = crop_length, random_crop
         self.transform, self.transform_seed, self.sample_rate = transform, transform_seed, sample_rate
         self.variants = variants
-        self.resident: ResidentRows | None = None
+        self.resident: ResidentRows | ResidentCropMeans | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def make_resident(self, rows: ResidentRows) -> None:
+    def make_resident(self, rows: ResidentRows | ResidentCropMeans) -> None:
         if self.transform:
             raise ValueError("a test condition degrades clips one by one; its dataset cannot be resident")
+        if isinstance(rows, ResidentCropMeans) != self.crop_means:
+            raise ValueError("crop means come from ResidentCropMeans, whole crops from ResidentRows")
         self.resident = rows
 
     def cut(self, row: np.ndarray, start: int) -> np.ndarray:
         piece = np.array(row[start:start + self.crop_length])
+        if self.crop_means:  # the mean ResidentCropMeans gives: padding zeros add nothing but count
+            return (piece.sum(axis=0, dtype=np.float64, keepdims=True) / self.crop_length).astype(np.float32)
         if len(piece) < self.crop_length:
             piece = np.pad(piece, [(0, self.crop_length - len(piece))] + [(0, 0)] * (piece.ndim - 1))
         return piece
@@ -249,7 +282,8 @@ class EmotionDataModule(L.LightningDataModule):
         self.test_crops = test_crops
         self.train_codec = train_codec
         self.test_transform, self.test_transform_seed = test_transform, test_transform_seed
-        self._resident_rows: dict[int, tuple[StoreStack, ResidentRows]] = {}  # by the stack's id (kept alive)
+        # by the stack's id (the stack kept alive with it) and whether crops are averaged
+        self._resident_rows: dict[tuple[int, bool], tuple[StoreStack, ResidentRows | ResidentCropMeans]] = {}
         self.manifest: pd.DataFrame | None = None
         self.datasets: dict[str, ClipDataset] = {}
 
@@ -349,15 +383,17 @@ class EmotionDataModule(L.LightningDataModule):
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0.0)
         return torch.tensor(weights, dtype=torch.float32)
 
-    def use_features(self, store: ArrayStore, crop_length: int, parts=("train", "val")) -> None:
+    def use_features(self, store: ArrayStore, crop_length: int, parts=("train", "val"), crop_means: bool = False) -> None:
         """Read `parts` from `store` (a frozen encoder's frames, row-aligned with the waveform cache) instead of
-        the waveforms, cropping `crop_length` frames. The test part stays on audio, so a run's test scores are
-        the ones `eval` gives its checkpoint (and robustness conditions degrade real audio)."""
+        the waveforms, cropping `crop_length` frames (`crop_means`: each crop's mean over its frames, for a head
+        that only averages over time). The test part stays on audio, so a run's test scores are the ones `eval`
+        gives its checkpoint (and robustness conditions degrade real audio)."""
         stack = StoreStack([store])  # one row space for the parts, so one resident copy
         for part in parts:
             dataset = self.datasets[part]
             self.datasets[part] = ClipDataset(stack, dataset.rows, dataset.labels, crop_length,
-                                              random_crop=dataset.random_crop, sample_rate=self.sample_rate)
+                                              random_crop=dataset.random_crop, sample_rate=self.sample_rate,
+                                              crop_means=crop_means)
 
     def device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -370,14 +406,19 @@ class EmotionDataModule(L.LightningDataModule):
         """Make `dataset` resident on the trainer's device when `data.resident` says so (see the class doc)."""
         if self.resident is False or dataset.resident is not None or dataset.transform:
             return
-        device, stored = self.device(), dataset.stack.dtype
-        nbytes = dataset.stack.nbytes * batch_dtype(stored, device).itemsize // stored.itemsize  # float16 widened on CPU
+        device, stack = self.device(), dataset.stack
+        if dataset.crop_means:  # float32 prefix sums, one more row per clip
+            nbytes = (stack.lengths.sum() + len(stack.lengths)) * int(np.prod(stack.item_shape)) * 4
+        else:  # float16 is widened on a CPU
+            nbytes = stack.nbytes * batch_dtype(stack.dtype, device).itemsize // stack.dtype.itemsize
         if self.resident == "auto" and (self.num_workers > 0 or not self.fits_on(nbytes, device)):
             return
-        if id(dataset.stack) not in self._resident_rows:
-            log.info("data resident on %s: %.1f MB", device, nbytes * 1e-6)
-            self._resident_rows[id(dataset.stack)] = (dataset.stack, ResidentRows(dataset.stack, device, dataset.crop_length))
-        dataset.make_resident(self._resident_rows[id(dataset.stack)][1])
+        key = (id(stack), dataset.crop_means)
+        if key not in self._resident_rows:
+            log.info("data resident on %s: %.1f MB%s", device, nbytes * 1e-6, " (crop-mean prefix sums)" * dataset.crop_means)
+            rows = ResidentCropMeans(stack, device) if dataset.crop_means else ResidentRows(stack, device, dataset.crop_length)
+            self._resident_rows[key] = (stack, rows)
+        dataset.make_resident(self._resident_rows[key][1])
 
     def _loader(self, part: str) -> DataLoader:
         dataset = self.datasets[part]

@@ -143,7 +143,8 @@ class PretrainedEncoderClassifier(nn.Module):
         mix = torch.softmax(self.layer_weights, dim=0)
         if self.attention is None:
             # The mean over time commutes with the layer mix: pooling first makes the mix act on (batch, layers,
-            # width), and backward never touches the frames (3-4x faster epochs from the feature cache).
+            # width), and backward never touches the frames (3-4x faster epochs from the feature cache). The feature
+            # cache's batches of a mean-pooling head are already each crop's mean (one frame: data/datamodule.py).
             pooled = hidden.to(mix.dtype).mean(dim=1)  # (mean(dtype=float32) on float16 is 4x slower on CPU)
             return self.head((mix[None, :, None] * pooled).sum(dim=1))
         mixed = torch.einsum("btlw,l->btw", hidden.to(mix.dtype), mix)

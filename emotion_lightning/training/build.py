@@ -80,5 +80,6 @@ def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
                          "encoder, or use augment=none or augment=mixup")
     store, frames = frozen_features(network, datamodule.cache, settings.dir, dtype=settings.dtype,
                                     batch_size=settings.batch_size, device=settings.device)
-    datamodule.use_features(store, frames)
+    # a mean-pooling head needs only each crop's mean over its frames (ResidentCropMeans: no frames copied)
+    datamodule.use_features(store, frames, crop_means=network.pooling == "mean")
     return True
