@@ -1,5 +1,8 @@
 """The pieces of the training recipes (issue #15): label smoothing, test-time crops, attention pooling, the
-warm-up cosine schedule, and the named recipes best_scratch / best_pretrained."""
+warm-up cosine schedule, fine-tuning's layer-wise learning rates and SpecAugment on Whisper's log-mel, and the
+named recipes best_scratch / best_pretrained."""
+
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from emotion_lightning.data.datamodule import EmotionDataModule, crop_starts
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.data.splits import SpeakerIndependentSplit
 from emotion_lightning.data.taxonomy import EMOTIONS
+from emotion_lightning.models.features import SpecAugment
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.models.schedules import warmup_cosine
@@ -65,6 +69,42 @@ def test_test_time_crops_reach_the_model_grouped_per_clip(resident, data_dir, tm
     torch.testing.assert_close(probabilities, per_crop.mean(dim=1))
 
 
+def test_fine_tuning_decays_the_learning_rate_layer_by_layer_down_the_encoder():
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=0.5,
+                                          freeze_encoder=False, encoder_lr_scale=0.1, layer_decay=0.5)
+    model = EmotionClassifier(network, ["a", "b", "c", "d"], optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    groups = model.configure_optimizers().param_groups
+    rate = {id(parameter): group["lr"] for group in groups for parameter in group["params"]}
+    named = dict(network.named_parameters())
+    assert rate[id(named["head.4.weight"])] == rate[id(named["layer_weights"])] == 1e-3
+    assert rate[id(named["encoder.layer_norm.weight"])] == pytest.approx(1e-4)  # the top: lr * encoder_lr_scale
+    assert rate[id(named["encoder.layers.1.fc1.weight"])] == pytest.approx(1e-4)  # the last of the 2 layers
+    assert rate[id(named["encoder.layers.0.self_attn_layer_norm.weight"])] == pytest.approx(5e-5)
+    assert rate[id(named["encoder.conv1.weight"])] == pytest.approx(2.5e-5)  # below the first layer
+    trained = [name for name, parameter in named.items() if parameter.requires_grad]
+    assert len(rate) == len(trained) and "encoder.embed_positions.weight" not in trained
+    with pytest.raises(SettingError, match="layer_decay"):
+        PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], layer_decay=1.5)
+
+
+def test_spec_augment_masks_a_fine_tuned_whisper_s_log_mel_in_training_only():
+    torch.manual_seed(0)
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=0.5, freeze_encoder=False)
+    model = EmotionClassifier(network, ["a", "b", "c", "d"], spec_augment=SpecAugment(1, 30, 1, 10))
+    seen = []
+    network.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    waveform = torch.randn(4, 8000)
+    model.train()(waveform)
+    model.eval()(waveform)
+    masked, clean = seen
+    silent_bands = (masked == 0).all(dim=2) & (clean != 0).any(dim=2)  # (clips, mels): whole bands set to 0
+    assert silent_bands.any(dim=1).sum() >= 3 and torch.equal(clean, network.whisper_mel(waveform))
+    for frozen in (PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"]),
+                   PretrainedEncoderClassifier(num_classes=4, config=TINY["wav2vec2"], freeze_encoder=False)):
+        with pytest.raises(SettingError, match="whisper_finetune"):
+            EmotionClassifier(frozen, ["a", "b", "c", "d"], spec_augment=SpecAugment())
+
+
 def test_mean_pooling_first_equals_mixing_first_and_attention_pools_over_time():
     torch.manual_seed(0)
     network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=0.5).eval()
@@ -107,7 +147,8 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
         warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
 
 
-@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper")])
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper"),
+                                               ("pretrained_finetune", "whisper_finetune")])
 def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
     plain = compose_train([])
     for split in ("speaker_independent", "speaker_kfold"):

@@ -100,7 +100,7 @@ def hidden_rows(network: PretrainedEncoderClassifier, cache: ArrayStore, batch_s
 
 
 def frozen_features(network: PretrainedEncoderClassifier, cache: ArrayStore, cache_dir: str | Path,
-                    dtype: str = "float16", batch_size: int = 64, device: str = "auto") -> tuple[ArrayStore, int]:
+                    dtype: str = "float16", batch_size: int = 16, device: str = "auto") -> tuple[ArrayStore, int]:
     """The feature store of `network`'s frozen encoder over every clip of `cache` (built on first use), and the
     frames of one crop."""
     if not network.freeze_encoder:

@@ -40,8 +40,11 @@ class EmotionClassifier(L.LightningModule):
         if class_weighting not in ("none", "balanced"):
             raise SettingError(f"model.class_weighting={class_weighting!r}; use 'none' or 'balanced'")
         if spec_augment is not None and frontend is None:
-            raise SettingError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
-                               "(it reads the waveform); use augment=waveform or augment=mixup for it")
+            if not hasattr(network, "augment_log_mel"):
+                raise SettingError(f"augment.spec_augment masks log-mels, but model {name!r} has no log-mel front-end "
+                                   "(it reads the waveform); use augment=waveform or augment=mixup for it")
+            network.augment_log_mel(spec_augment)  # a pretrained encoder's own log-mel (fine-tuned Whisper)
+            spec_augment = None
         if not 0 <= label_smoothing < 1:
             raise SettingError(f"model.label_smoothing={label_smoothing} must be in [0, 1) (0 turns it off)")
         if mixup_alpha < 0:
@@ -145,7 +148,10 @@ class EmotionClassifier(L.LightningModule):
                              "probabilities": probabilities.cpu().numpy(), "aligned": aligned}
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # networks with learning rates of their own per part (layer-wise decay in a fine-tuned encoder) group them
+        groups = self.network.parameter_groups(self.optimizer_factory.keywords["lr"]) \
+            if hasattr(self.network, "parameter_groups") else self.parameters()
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

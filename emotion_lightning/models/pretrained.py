@@ -7,6 +7,7 @@ The encoder is frozen or fine-tuned; a Wav2Vec2-style CNN feature encoder always
 """
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,14 @@ class PretrainedEncoderClassifier(nn.Module):
     def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
                  freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
                  whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1,
-                 layers: list[int] | None = None, pooling: str = "mean"):
+                 layers: list[int] | None = None, pooling: str = "mean", encoder_lr_scale: float = 1.0,
+                 layer_decay: float = 1.0):
         super().__init__()
+        if encoder_lr_scale <= 0 or not 0 < layer_decay <= 1:
+            raise SettingError(f"model.network.encoder_lr_scale={encoder_lr_scale} must be > 0 and "
+                               f"model.network.layer_decay={layer_decay} in (0, 1]")
+        self.encoder_lr_scale, self.layer_decay = encoder_lr_scale, layer_decay
+        self.log_mel_augment: nn.Module | None = None  # SpecAugment on Whisper's log-mel (fine-tuning only)
         if sample_rate != 16000:
             raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
         model = load_pretrained(checkpoint, config)
@@ -120,6 +127,35 @@ class PretrainedEncoderClassifier(nn.Module):
         self.encoder.config.max_source_positions = positions
         self.input_frames = 2 * positions
 
+    def augment_log_mel(self, spec_augment: nn.Module) -> None:
+        """Mask Whisper's log-mel in training steps (SpecAugment). Only a fine-tuned encoder sees it: a frozen
+        one's hidden states come from the feature cache of the clean clips."""
+        if not self.is_whisper or self.freeze_encoder:
+            raise SettingError("augment.spec_augment on a pretrained encoder masks Whisper's own log-mel, which only a "
+                               "fine-tuned Whisper sees (model=whisper_finetune); a frozen encoder reads its feature "
+                               "cache: use augment=mixup or augment=none")
+        self.log_mel_augment = spec_augment
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The trainable parameters in groups of one learning rate each: the layer mix and the head at `lr`, the
+        encoder at `lr * encoder_lr_scale`, less `layer_decay` for each layer further from the top (layer-wise
+        learning-rate decay: the lower layers hold the general acoustics that fine-tuning should keep)."""
+        stack = next(name for name, module in self.encoder.named_modules()
+                     if name.split(".")[-1] == "layers" and isinstance(module, nn.ModuleList))  # the transformer layers
+        depth, top_norm = len(self.encoder.get_submodule(stack)), f"encoder.{stack[:-len('layers')]}layer_norm."
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            scale = 1.0
+            if name.startswith("encoder."):
+                index = re.match(rf"encoder\.{re.escape(stack)}\.(\d+)\.", name)
+                # layer k is level k + 1; below the first: embeddings and convolutions; the final layer norm on top
+                level = int(index.group(1)) + 1 if index else depth if name.startswith(top_norm) else 0
+                scale = self.encoder_lr_scale * self.layer_decay ** (depth - level)
+            groups.setdefault(lr * scale, []).append(parameter)
+        return [{"params": params, "lr": group_lr} for group_lr, params in sorted(groups.items(), reverse=True)]
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze_encoder:
@@ -130,6 +166,8 @@ class PretrainedEncoderClassifier(nn.Module):
         """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width)."""
         if self.is_whisper:
             features = self.whisper_mel(waveform)
+            if self.training and self.log_mel_augment is not None:
+                features = self.log_mel_augment(features.unsqueeze(1)).squeeze(1)  # masks set to 0: a quiet band
             features = nn.functional.pad(features, (0, max(0, self.input_frames - features.shape[-1])))
             outputs = self.encoder(features[..., :self.input_frames], output_hidden_states=True)
         else:
