@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoConfig, AutoModel
 
 from emotion_lightning.data.corpora import Ravdess
 from emotion_lightning.data.datamodule import EmotionDataModule, crop_starts
@@ -85,6 +86,14 @@ def test_fine_tuning_decays_the_learning_rate_layer_by_layer_down_the_encoder():
     assert len(rate) == len(trained) and "encoder.embed_positions.weight" not in trained
     with pytest.raises(SettingError, match="layer_decay"):
         PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], layer_decay=1.5)
+
+
+def test_a_fine_tuned_encoder_trains_with_its_dropout_and_a_frozen_one_stays_in_eval_mode(tmp_path):
+    config = dict(TINY["whisper"])
+    AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config)).save_pretrained(tmp_path)
+    # from_pretrained returns the model in eval mode, and Lightning keeps the modes it finds at fit start
+    assert PretrainedEncoderClassifier(num_classes=4, checkpoint=str(tmp_path), freeze_encoder=False).encoder.training
+    assert not PretrainedEncoderClassifier(num_classes=4, checkpoint=str(tmp_path)).encoder.training
 
 
 def test_spec_augment_masks_a_fine_tuned_whisper_s_log_mel_in_training_only():

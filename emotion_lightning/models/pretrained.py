@@ -117,6 +117,9 @@ class PretrainedEncoderClassifier(nn.Module):
             if pooling == "attention" else None
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.width, head_hidden), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
+        # from_pretrained returns the encoder in eval mode and Lightning keeps the modes it finds: set them here
+        # (a fine-tuned encoder's dropout on in training; a frozen one stays in eval)
+        self.train()
 
     def _fit_whisper_positions(self, frames: int) -> None:
         """Keep the first frames/2 positional embeddings (the convolutions halve the frame rate)."""
