@@ -86,6 +86,18 @@ def test_fine_tuning_decays_the_learning_rate_layer_by_layer_down_the_encoder():
     assert len(rate) == len(trained) and "encoder.embed_positions.weight" not in trained
     with pytest.raises(SettingError, match="layer_decay"):
         PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], layer_decay=1.5)
+    # a base wav2vec 2.0 encoder normalises before its first layer: that norm learns with the embeddings
+    base = PretrainedEncoderClassifier(num_classes=4, config=TINY["wav2vec2"], freeze_encoder=False,
+                                       encoder_lr_scale=0.1, layer_decay=0.5)
+    rate = {id(parameter): group["lr"] for group in base.parameter_groups(1e-3) for parameter in group["params"]}
+    named = dict(base.named_parameters())
+    top = len(base.encoder.encoder.layers) - 1
+    assert rate[id(named[f"encoder.encoder.layers.{top}.feed_forward.output_dense.weight"])] == pytest.approx(1e-4)
+    assert rate[id(named["encoder.encoder.layer_norm.weight"])] == pytest.approx(1e-4 * 0.5 ** (top + 1))
+    assert rate[id(named["encoder.feature_projection.projection.weight"])] == pytest.approx(1e-4 * 0.5 ** (top + 1))
+    # no scaling: one group of every parameter, the optimizer state of runs from before these settings
+    plain = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], freeze_encoder=False)
+    assert [len(group["params"]) for group in plain.parameter_groups(1e-3)] == [len(list(plain.parameters()))]
 
 
 def test_a_fine_tuned_encoder_trains_with_its_dropout_and_a_frozen_one_stays_in_eval_mode(tmp_path):

@@ -294,9 +294,27 @@ def test_crop_means_are_each_crop_s_mean_on_both_paths_and_give_the_head_s_logit
     assert torch.allclose(from_map, expected, atol=1e-5) and torch.allclose(from_resident, expected, atol=1e-5)
     assert not torch.allclose(from_map[2], crops[2, :1], atol=1e-3)  # a mean, not a frame
     with torch.no_grad():
-        assert torch.allclose(network(from_resident), network(crops), atol=1e-5)
+        logits = network(crops)
+        assert torch.allclose(network(from_resident), logits, atol=1e-5)
+        assert torch.allclose(network(from_map), logits, atol=1e-5)
     with pytest.raises(ValueError, match="ResidentCropMeans"):
         whole.make_resident(ResidentCropMeans(StoreStack([store]), torch.device("cpu")))
+
+
+def test_crop_means_by_hand_for_empty_short_and_long_rows(tmp_path):
+    rows = [np.arange(6, dtype=np.float32).reshape(3, 2), np.zeros((0, 2), np.float32),
+            np.arange(10, dtype=np.float32).reshape(5, 2) * 10]
+    array_store.write(tmp_path, "rows", rows, "float32", (2,), {})
+    stack = StoreStack([ArrayStore.open(tmp_path, "rows")])
+    means = ResidentCropMeans(stack, torch.device("cpu"))
+    crops = means.gather(np.array([0, 1, 2, 2, 2]), np.array([0, 0, 0, 1, 2]), 4)
+    expected = [[(0 + 2 + 4) / 4, (1 + 3 + 5) / 4],  # 3 rows in a crop of 4: the missing row counts as zeros
+                [0, 0],  # an empty row
+                [(0 + 20 + 40 + 60) / 4, (10 + 30 + 50 + 70) / 4], [(20 + 40 + 60 + 80) / 4, (30 + 50 + 70 + 90) / 4],
+                [(40 + 60 + 80) / 4, (50 + 70 + 90) / 4]]  # a start past the last full crop: padded again
+    assert crops.shape == (5, 1, 2) and torch.allclose(crops[:, 0], torch.tensor(expected))
+    with pytest.raises(ValueError, match="one crop per clip"):
+        ClipDataset(stack, np.arange(3), np.zeros(3), 4, random_crop=False, crops=2, crop_means=True)
 
 
 def test_the_feature_cache_refuses_what_it_cannot_serve(tmp_path):

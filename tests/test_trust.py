@@ -23,6 +23,18 @@ from tests.helpers.configs import emotion_map
 CLASSES = ["neutral", "happy", "sad", "angry"]
 
 
+def test_settings_added_later_at_their_neutral_value_keep_older_runs_the_same_configuration():
+    before = {"seed": 0, "model": {"name": "whisper", "network": {"dropout": 0.2}}, "data": {"batch_size": 32}}
+    after = {"seed": 0, "model": {"name": "whisper", "label_smoothing": 0.0,
+                                  "network": {"dropout": 0.2, "encoder_lr_scale": 1.0, "layer_decay": 1.0}},
+             "data": {"batch_size": 32, "test_crops": 1}}
+    assert identity(result_settings(before)) == identity(result_settings(after))
+    assert not differences(result_settings(before), result_settings(after))
+    after["model"]["network"]["layer_decay"] = 0.8  # a value that changes training is a new configuration
+    assert differences(result_settings(before), result_settings(after)) == \
+        [("model.network.layer_decay", "(unset)", 0.8)]
+
+
 def test_identity_ignores_paths_loggers_and_pools_only_seed_and_fold():
     config = {"seed": 0, "paths": {"output_dir": "/a"}, "logger": {"csv": {"save_dir": "/a"}}, "run_name": "x",
               "trainer": {"max_epochs": 30, "default_root_dir": "/a", "devices": [1]},

@@ -163,8 +163,9 @@ class ClipDataset(Dataset):
                  crop_means: bool = False):
         if crops < 1 or (crops > 1 and random_crop):
             raise SettingError(f"data.test_crops={crops}: evaluation takes 1 or more evenly spaced crops per clip")
-        if crop_means and transform:
-            raise ValueError("a test condition degrades whole clips; crop means serve cached encoder frames only")
+        if crop_means and (transform or crops > 1):
+            raise ValueError("crop means serve the cached encoder frames of training and validation (one crop per "
+                             "clip, no test condition)")
         self.crops, self.crop_means = int(crops), crop_means
         self.stack = store if isinstance(store, StoreStack) else StoreStack([store])
         self.rows, self.labels = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)

@@ -22,6 +22,10 @@ IGNORED = (
     # Where and how fast the data path runs, not what it computes (both data paths give the same batches).
     "data.resident", "data.resident_fraction", "feature_cache.dir", "feature_cache.device", "feature_cache.batch_size",
 )
+# Settings added after runs existed, with the value that does what runs made before them did: a run config
+# without the key and one with it at this value are the same configuration (they pool, and a checkpoint resumes).
+ADDED_LATER = {"model.label_smoothing": 0.0, "model.network.pooling": "mean", "data.test_crops": 1,
+               "model.network.encoder_lr_scale": 1.0, "model.network.layer_decay": 1.0}
 # What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
 POOLED = ("seed", "split.seed", "split.fold")
 
@@ -39,11 +43,13 @@ def flatten(config, prefix: str = "") -> dict:
 def result_settings(config: dict) -> dict:
     """The flattened settings of a resolved run config that can change its result.
 
+    A setting of `ADDED_LATER` at its neutral value is left out (runs from before it existed lack it).
     `trainer.devices` as a list of one GPU index (trainer=auto gives job N GPU N mod GPUs) counts as 1 device:
     which GPU ran a job does not change it.
     """
     settings = {key: value for key, value in flatten(config).items()
-                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)}
+                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)
+                and not (key in ADDED_LATER and value == ADDED_LATER[key])}
     if isinstance(settings.get("trainer.devices"), list):
         settings["trainer.devices"] = len(settings["trainer.devices"])
     return settings

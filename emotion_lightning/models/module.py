@@ -149,8 +149,9 @@ class EmotionClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         # networks with learning rates of their own per part (layer-wise decay in a fine-tuned encoder) group them
-        groups = self.network.parameter_groups(self.optimizer_factory.keywords["lr"]) \
-            if hasattr(self.network, "parameter_groups") else self.parameters()
+        lr = self.optimizer_factory.keywords.get("lr")
+        groups = self.network.parameter_groups(lr) if hasattr(self.network, "parameter_groups") and lr else \
+            self.parameters()
         optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer

@@ -118,7 +118,8 @@ class PretrainedEncoderClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.width, head_hidden), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
         # from_pretrained returns the encoder in eval mode and Lightning keeps the modes it finds: set them here
-        # (a fine-tuned encoder's dropout on in training; a frozen one stays in eval)
+        # (a fine-tuned encoder trains with its config's dropout, and a Wav2Vec2-family one with its own time
+        # masking, mask_time_prob; a frozen one stays in eval)
         self.train()
 
     def _fit_whisper_positions(self, frames: int) -> None:
@@ -143,9 +144,15 @@ class PretrainedEncoderClassifier(nn.Module):
         """The trainable parameters in groups of one learning rate each: the layer mix and the head at `lr`, the
         encoder at `lr * encoder_lr_scale`, less `layer_decay` for each layer further from the top (layer-wise
         learning-rate decay: the lower layers hold the general acoustics that fine-tuning should keep)."""
+        if self.encoder_lr_scale == 1 and self.layer_decay == 1:  # one rate: one group, as before these settings
+            return [{"params": list(self.parameters()), "lr": lr}]
         stack = next(name for name, module in self.encoder.named_modules()
                      if name.split(".")[-1] == "layers" and isinstance(module, nn.ModuleList))  # the transformer layers
-        depth, top_norm = len(self.encoder.get_submodule(stack)), f"encoder.{stack[:-len('layers')]}layer_norm."
+        depth = len(self.encoder.get_submodule(stack))
+        # the encoder's own layer norm follows the layers in Whisper and in "stable layer norm" (large) wav2vec 2.0
+        # models; the base Wav2Vec2/HuBERT/WavLM encoders apply it before the first layer
+        on_top = self.is_whisper or getattr(self.encoder.config, "do_stable_layer_norm", False)
+        top_norm = f"encoder.{stack[:-len('layers')]}layer_norm." if on_top else None
         groups: dict[float, list[nn.Parameter]] = {}
         for name, parameter in self.named_parameters():
             if not parameter.requires_grad:
@@ -154,7 +161,7 @@ class PretrainedEncoderClassifier(nn.Module):
             if name.startswith("encoder."):
                 index = re.match(rf"encoder\.{re.escape(stack)}\.(\d+)\.", name)
                 # layer k is level k + 1; below the first: embeddings and convolutions; the final layer norm on top
-                level = int(index.group(1)) + 1 if index else depth if name.startswith(top_norm) else 0
+                level = int(index.group(1)) + 1 if index else depth if top_norm and name.startswith(top_norm) else 0
                 scale = self.encoder_lr_scale * self.layer_decay ** (depth - level)
             groups.setdefault(lr * scale, []).append(parameter)
         return [{"params": params, "lr": group_lr} for group_lr, params in sorted(groups.items(), reverse=True)]
