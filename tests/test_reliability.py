@@ -42,6 +42,9 @@ PATHS = {  # the data paths a run can take, each of which must resume exactly
     "resident, batch augmentation and codec variants": ["data.resident=true", "augment=waveform"],
     "frozen whisper from its feature cache": ["model=whisper", "model.network.checkpoint=null",
                                               f"model.network.config={TINY_WHISPER}", "audio.clip_seconds=0.5"],
+    "fine-tuned whisper: layer-wise rates, SpecAugment on its log-mel": [
+        "experiment=pretrained_finetune", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER}",
+        "audio.clip_seconds=0.5"],
 }
 
 
