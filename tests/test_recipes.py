@@ -1,6 +1,6 @@
 """The pieces of the training recipes (issue #15): label smoothing, test-time crops, attention pooling, the
 warm-up cosine schedule, fine-tuning's layer-wise learning rates and SpecAugment on Whisper's log-mel, and the
-named recipes best_scratch / best_pretrained."""
+named recipes best_scratch / best_pretrained (= pretrained_finetune) / pretrained_frozen."""
 
 from functools import partial
 
@@ -168,8 +168,9 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
         warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
 
 
-@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper"),
-                                               ("pretrained_finetune", "whisper_finetune")])
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper_finetune"),
+                                               ("pretrained_finetune", "whisper_finetune"),
+                                               ("pretrained_frozen", "whisper")])
 def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
     plain = compose_train([])
     for split in ("speaker_independent", "speaker_kfold"):
