@@ -126,10 +126,15 @@ class ResidentCropMeans:
     are (batch, 1, *item), the same mean the head would take of the whole crop, without copying its frames (that
     copy was most of a cached epoch). The sums restart at every clip, so float32 keeps their differences precise."""
 
+    @staticmethod
+    def rows_for(stack: StoreStack) -> int:
+        """Prefix rows of `stack`: a zero row, then one per frame, for every clip."""
+        return int(stack.lengths.sum()) + len(stack.lengths)
+
     def __init__(self, stack: StoreStack, device: torch.device):
         lengths = stack.lengths.astype(np.int64)
         self.base = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])  # clip i's zero row, then its sums
-        prefix = torch.zeros((int((lengths + 1).sum()), *stack.item_shape), dtype=torch.float32)
+        prefix = torch.zeros((self.rows_for(stack), *stack.item_shape), dtype=torch.float32)
         for row, (base, length) in enumerate(zip(self.base, lengths)):
             prefix[base + 1:base + 1 + length].copy_(torch.from_numpy(np.asarray(stack[row])))
             prefix[base + 1:base + 1 + length].cumsum_(dim=0)  # in place: as fast as the copy alone
@@ -408,8 +413,8 @@ class EmotionDataModule(L.LightningDataModule):
         if self.resident is False or dataset.resident is not None or dataset.transform:
             return
         device, stack = self.device(), dataset.stack
-        if dataset.crop_means:  # float32 prefix sums, one more row per clip
-            nbytes = (stack.lengths.sum() + len(stack.lengths)) * int(np.prod(stack.item_shape)) * 4
+        if dataset.crop_means:  # float32 prefix sums
+            nbytes = ResidentCropMeans.rows_for(stack) * int(np.prod(stack.item_shape)) * 4
         else:  # float16 is widened on a CPU
             nbytes = stack.nbytes * batch_dtype(stack.dtype, device).itemsize // stack.dtype.itemsize
         if self.resident == "auto" and (self.num_workers > 0 or not self.fits_on(nbytes, device)):
