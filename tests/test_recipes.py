@@ -1,5 +1,6 @@
 """The pieces of the training recipes (issue #15): label smoothing, test-time crops, attention pooling, the
-warm-up cosine schedule, fine-tuning's layer-wise learning rates and SpecAugment on Whisper's log-mel, and the
+warm-up cosine schedule, fine-tuning's layer-wise learning rates and SpecAugment on Whisper's log-mel, weight
+averaging, and the
 named recipes best_scratch / best_pretrained (= pretrained_finetune) / pretrained_frozen."""
 
 from functools import partial
@@ -8,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoConfig, AutoModel
 
 from emotion_lightning.data.corpora import Ravdess
@@ -20,6 +24,7 @@ from emotion_lightning.models.features import SpecAugment
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.models.schedules import warmup_cosine
+from emotion_lightning.training.weight_averaging import ExponentialMovingAverage
 from tests.helpers.configs import TINY, emotion_map
 
 
@@ -182,3 +187,44 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert cfg.model.label_smoothing > 0
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
+
+
+class Regression(LightningModule):
+    """A one-weight model whose val score rewards the weight staying near 0: the averaged weight lags the raw one."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - 10.0).pow(2).sum()  # pulls the raw weight towards 10
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", -self.weight.abs().sum())
+
+    def test_step(self, batch, batch_idx):
+        self.log("tested_weight", self.weight.sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_weight_averaging_validates_checkpoints_and_tests_the_average(tmp_path):
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1)
+    model, checkpoint = Regression(), ModelCheckpoint(dirpath=tmp_path, monitor="score", mode="max")
+    trainer = Trainer(max_epochs=2, callbacks=[ExponentialMovingAverage(decay=0.5), checkpoint], logger=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, loader, loader)
+    saved = torch.load(checkpoint.best_model_path, weights_only=False)
+    raw, averaged = saved["current_model_state"]["weight"].item(), saved["state_dict"]["weight"].item()
+    # SGD from 0 towards 10 at lr 0.1: raw = 10 (1 - 0.8^steps); the average moves half-way to it each step
+    raw_by_hand, average_by_hand = 0.0, 0.0
+    for step in range(8):
+        raw_by_hand += 0.2 * (10.0 - raw_by_hand)
+        average_by_hand = raw_by_hand if step == 0 else 0.5 * average_by_hand + 0.5 * raw_by_hand
+        if step == 3:
+            best = (raw_by_hand, average_by_hand)  # epoch 0 (4 steps): the lower weight, so the higher score
+    assert raw == pytest.approx(best[0], rel=1e-5) and averaged == pytest.approx(best[1], rel=1e-5)
+    assert checkpoint.best_model_score.item() == pytest.approx(-best[1], rel=1e-5)  # validation saw the average
+    tested = trainer.test(model, loader, ckpt_path="best", verbose=False)[0]["tested_weight"]
+    assert tested == pytest.approx(best[1], rel=1e-5)  # ...and so does test (Lightning's own callback: the raw)
