@@ -18,7 +18,7 @@ train:  ## train and test the default model (ResNet, RAVDESS, speaker-independen
 	$(PYTHON) -m emotion_lightning.train
 
 test:  ## the whole suite (the real-RAVDESS test is skipped when ../shared/data/ravdess is absent)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=10
 
 test-fast:  ## the suite without the slow tier (no subprocess training, no real corpus)
 	$(PYTHON) -m pytest -q -m "not slow"
