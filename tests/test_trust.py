@@ -81,6 +81,18 @@ def test_a_1_epoch_and_a_2_epoch_run_are_two_rows_and_one_run_shows_no_spread(tm
     assert "| trainer.max_epochs=2 | 10 | 2 |  | 0.450 ± 0.071 [0.400, 0.500] |" in table
 
 
+def test_a_run_stored_before_a_setting_was_added_later_pools_with_newer_runs(tmp_path):
+    # metrics.json written before data.test_crops joined ADDED_LATER stores its neutral value; newer ones lack it.
+    write_run(tmp_path, "older", 0.3, **{"data.test_crops": 1, "model.network.pooling": "mean"})
+    write_run(tmp_path, "newer", 0.5, seed=1)
+    write_run(tmp_path, "five_crops", 0.6, **{"data.test_crops": 5})
+    summary = aggregate(read_runs(tmp_path))
+    rows = {entry["settings"]: entry for entry in summary}
+    assert set(rows) == {"data.test_crops=1", "data.test_crops=5"}  # the pair pools; pooling=mean is no difference
+    assert rows["data.test_crops=1"]["runs"] == 2
+    assert rows["data.test_crops=1"]["test_ua"]["mean"] == pytest.approx(0.4)
+
+
 def test_evaluations_of_a_checkpoint_are_grouped_apart_from_training_runs(tmp_path):
     write_run(tmp_path, "trained", 0.4)
     evaluated = write_run(tmp_path, "evaluated", 0.4, evaluation="checkpoint")

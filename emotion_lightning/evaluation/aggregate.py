@@ -20,7 +20,7 @@ import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
-from emotion_lightning.evaluation.identity import POOLED, identity
+from emotion_lightning.evaluation.identity import ADDED_LATER, POOLED, identity, without_neutral
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
         }
         # Runs written before metrics.json carried settings are told apart only by their visible columns.
-        settings = metrics.get("settings") or {key: row[key] for key in GROUP_BY + ["kind", "seen_test_clips"]}
+        settings = (without_neutral(metrics.get("settings") or {})
+                    or {key: row[key] for key in GROUP_BY + ["kind", "seen_test_clips"]})
         row |= {"settings": settings, "identity": identity(settings), "fold": settings.get("split.fold")}
         rows.append(row)
     if not rows:
@@ -87,9 +88,11 @@ def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=l
             variants |= {key: "" for key in group_keys}
             continue
         names = sorted({name for key in group_keys for name in first[key]})
+        # A missing setting added later holds its neutral value: show that rather than null.
+        value = lambda key, name: first[key].get(name, ADDED_LATER.get(name))  # noqa: E731
         differing = [name for name in names if name not in POOLED and not skip(name)
-                     and len({json.dumps(first[key].get(name), default=str) for key in group_keys}) > 1]
-        variants |= {key: ", ".join(f"{name}={_value(first[key].get(name))}" for name in differing)
+                     and len({json.dumps(value(key, name), default=str) for key in group_keys}) > 1]
+        variants |= {key: ", ".join(f"{name}={_value(value(key, name))}" for name in differing)
                      for key in group_keys}
     return keys.map(variants)
 

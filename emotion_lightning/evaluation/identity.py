@@ -40,6 +40,13 @@ def flatten(config, prefix: str = "") -> dict:
     return flat
 
 
+def without_neutral(settings: dict) -> dict:
+    """Settings without the `ADDED_LATER` ones at their neutral value. Also applied to the settings stored in an
+    older metrics.json, written before a key joined `ADDED_LATER`, so that its runs pool with newer ones."""
+    return {key: value for key, value in settings.items()
+            if not (key in ADDED_LATER and value == ADDED_LATER[key])}
+
+
 def result_settings(config: dict) -> dict:
     """The flattened settings of a resolved run config that can change its result.
 
@@ -47,9 +54,8 @@ def result_settings(config: dict) -> dict:
     `trainer.devices` as a list of one GPU index (trainer=auto gives job N GPU N mod GPUs) counts as 1 device:
     which GPU ran a job does not change it.
     """
-    settings = {key: value for key, value in flatten(config).items()
-                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)
-                and not (key in ADDED_LATER and value == ADDED_LATER[key])}
+    settings = without_neutral({key: value for key, value in flatten(config).items()
+                                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)})
     if isinstance(settings.get("trainer.devices"), list):
         settings["trainer.devices"] = len(settings["trainer.devices"])
     return settings
