@@ -2,7 +2,8 @@
 
 By default the checkpoint is tested on its own test part: its data and split settings (and seed) come from the
 checkpoint. A test clip that the checkpoint trained or validated on stops eval before testing, unless
-`allow_seen_clips=true`.
+`allow_seen_clips=true`. `part=val` scores the split's validation clips instead (metrics.json's test_* fields then
+hold their scores, and `tested_part: val`): the place to choose `test_crops` without looking at test.
 """
 
 import logging
@@ -111,18 +112,26 @@ def eval_settings(cfg: DictConfig, trained: dict, seen_count: int | None) -> dic
                 **{key: value for key, value in own.items() if key.split(".")[0] in (*TEST_SIDE, "robustness", "trainer")}}
     if seen_count:
         settings["seen_test_clips"] = seen_count
+    if cfg.get("part", "test") == "val":
+        settings["part"] = "val"  # scores of the clips that chose the checkpoint never pool with test scores
     return settings
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test the checkpoint on its own (or the configured) data and split; metrics.json adds per-group breakdowns."""
+    part = cfg.get("part", "test")
+    if part not in ("test", "val"):
+        raise SettingError(f"part={part}: eval scores the split's test clips (part=test) or its validation clips "
+                           "(part=val, to choose test-side settings such as test_crops on validation)")
     model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
     trained = model.run_config
     use_checkpoint_settings(cfg, trained)
     # Labels are indexed by the checkpoint's classes, and clips cut as the model was trained.
-    datamodule = build_datamodule(cfg, classes=model.classes, sample_rate=trained["audio"]["sample_rate"],
-                                  clip_seconds=trained["audio"]["clip_seconds"])
+    datamodule = build_datamodule(cfg, tested_part=part, classes=model.classes,
+                                  sample_rate=trained["audio"]["sample_rate"], clip_seconds=trained["audio"]["clip_seconds"])
     seen = seen_clips(model, datamodule)
+    if seen is not None and part == "val":
+        seen["val"] = 0  # validation clips are what part=val scores; only trained-on clips would inflate it
     if seen is None:
         log.warning("%s records no clip IDs (written before they were recorded): cannot check that its test clips "
                     "were not trained on", cfg.ckpt_path)
@@ -136,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict:
         augment=trained.get("augment", {}).get("name", "none"),
         data=choices.get("data", trained_choices.get("data", "custom")),
         split=choices.get("split", trained_choices.get("split", type(datamodule.split).__name__)),
-        seen_test_clips=seen_count, settings=eval_settings(cfg, trained, seen_count),
+        seen_test_clips=seen_count, settings=eval_settings(cfg, trained, seen_count), tested_part=part,
         trained_on={"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
                     "split": trained_choices.get("split"), "seed": trained.get("seed")})
     save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))

@@ -81,6 +81,21 @@ def test_eval_defaults_to_the_checkpoint_split_and_refuses_seen_clips(short_runs
     assert other_seed.returncode != 0 and "seed=2: the split is the checkpoint's own" in other_seed.stderr
 
 
+def test_eval_part_val_scores_the_clips_that_chose_the_checkpoint(short_runs, data_dir, tmp_path):
+    run = short_runs / "epochs2"
+    ckpt = next((run / "checkpoints").glob("epoch*.ckpt"))
+    result = run_eval(f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache",
+                      f"hydra.run.dir={tmp_path}", "part=val")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    split = pd.read_csv(run / "split.csv")
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert sorted(predictions["file"]) == sorted(split["file"][split["part"] == "val"])
+    # One centre crop per clip, as validation scored them: the checkpoint's own best val UA.
+    assert metrics["test_ua"] == pytest.approx(json.loads((run / "metrics.json").read_text())["best_val_ua"], abs=1e-6)
+    assert metrics["tested_part"] == "val" and metrics["settings"]["part"] == "val" and metrics["seen_test_clips"] == 0
+
+
 def test_split_csv_read_back_by_split_file_gives_the_same_partition(short_runs, data_dir, tmp_path):
     run = short_runs / "epochs1"
     ckpt = run / "checkpoints" / "last.ckpt"

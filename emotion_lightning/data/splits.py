@@ -152,6 +152,21 @@ class SpeakerKFoldSplit:
         return assign_speakers(manifest, val, test)
 
 
+class ValidationAsTest:
+    """Another split with its val and test parts swapped: `eval part=val` scores a checkpoint on the clips that
+    validated it, to choose test-side settings such as `test_crops` on validation, never on test."""
+
+    def __init__(self, split):
+        self.split = split
+
+    def __getattr__(self, name: str):
+        return getattr(self.split, name)  # speaker_disjoint, test_may_lack_classes, ...
+
+    def assign(self, manifest: pd.DataFrame) -> np.ndarray:
+        parts = self.split.assign(manifest)
+        return np.where(parts == "val", "test", np.where(parts == "test", "val", parts))
+
+
 class CrossCorpusSplit:
     """Train (and validate, on held-out speakers) on some corpora; test on all clips of others."""
 

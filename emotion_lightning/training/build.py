@@ -18,10 +18,11 @@ log = logging.getLogger(__name__)
 SPLIT_FILE = "split.csv"
 
 
-def build_datamodule(cfg: DictConfig, **overrides):
+def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
     """The DataModule, set up: a missing corpus or an impossible split fails here, before any model.
 
     The robustness condition degrades the test clips; augmentation's codec is served from codec variants.
+    `tested_part="val"` makes the split's val clips the tested ones (see splits.ValidationAsTest).
     """
     robustness = cfg.get("robustness")
     transforms = {
@@ -29,7 +30,9 @@ def build_datamodule(cfg: DictConfig, **overrides):
         "test_transform_seed": robustness.seed if robustness else 0,
         "train_codec": waveform_augmentation(cfg)[1],
     }
-    datamodule = instantiate(cfg.data, split=instantiate(cfg.split), **transforms, **overrides)
+    split = instantiate(cfg.split)
+    datamodule = instantiate(cfg.data, split=splits.ValidationAsTest(split) if tested_part == "val" else split,
+                             **transforms, **overrides)
     datamodule.setup("fit")
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
     write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
