@@ -93,6 +93,18 @@ def test_a_run_stored_before_a_setting_was_added_later_pools_with_newer_runs(tmp
     assert rows["data.test_crops=1"]["test_ua"]["mean"] == pytest.approx(0.4)
 
 
+def test_configurations_whose_shortened_labels_read_alike_stay_separate_rows(tmp_path):
+    # Two ensembles whose member lists share their first 37 characters once written out.
+    same = ["simple_cnn:e684221702"] * 3
+    mixed = ["simple_cnn:e684221702", "simple_cnn:60ca08691b", "simple_cnn:42332ac07e"]
+    for fold in range(2):
+        write_run(tmp_path, f"seeds{fold}", 0.6, **{"model.checkpoints": same, "split.fold": fold})
+        write_run(tmp_path, f"mixed{fold}", 0.4, **{"model.checkpoints": mixed, "split.fold": fold})
+    summary = aggregate(read_runs(tmp_path))
+    assert sorted((entry["runs"], entry["test_ua"]["mean"]) for entry in summary) == [(2, 0.4), (2, 0.6)]
+    assert len({entry["configuration"] for entry in summary}) == 2
+
+
 def test_evaluations_of_a_checkpoint_are_grouped_apart_from_training_runs(tmp_path):
     write_run(tmp_path, "trained", 0.4)
     evaluated = write_run(tmp_path, "evaluated", 0.4, evaluation="checkpoint")

@@ -11,8 +11,10 @@ also cross_corpus.md when runs train and test on different corpora, robustness.m
 ua_vs_snr.png when they sweep the SNR of a noise condition.
 """
 
+import hashlib
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +94,12 @@ def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=l
         value = lambda key, name: first[key].get(name, ADDED_LATER.get(name))  # noqa: E731
         differing = [name for name in names if name not in POOLED and not skip(name)
                      and len({json.dumps(value(key, name), default=str) for key in group_keys}) > 1]
-        variants |= {key: ", ".join(f"{name}={_value(value(key, name))}" for name in differing)
-                     for key in group_keys}
+        texts = {key: ", ".join(f"{name}={_value(value(key, name))}" for name in differing) for key in group_keys}
+        # Values are shortened for display, so two configurations can read alike (e.g. two ensembles whose member
+        # lists start the same): a digest of the configuration keeps their labels, and so their rows, apart.
+        clashes = Counter(texts.values())
+        variants |= {key: f"{text} #{hashlib.sha1(key.encode()).hexdigest()[:6]}" if clashes[text] > 1 else text
+                     for key, text in texts.items()}
     return keys.map(variants)
 
 
