@@ -185,6 +185,7 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert cfg.model.scheduler._target_.endswith("warmup_cosine")
         assert cfg.model.scheduler.max_epochs == cfg.trainer.max_epochs and "patience" not in cfg.model.scheduler
         assert cfg.model.label_smoothing > 0
+        assert ("ema" in cfg.callbacks) == (experiment == "best_scratch")  # chosen on val for the CNN only
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
 
