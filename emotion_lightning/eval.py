@@ -102,7 +102,7 @@ def check_seen_clips(cfg: DictConfig, model: EmotionClassifier, datamodule, seen
     return count
 
 
-def eval_settings(cfg: DictConfig, trained: dict, seen_count: int | None) -> dict:
+def eval_settings(cfg: DictConfig, trained: dict, seen_count: int | None, part: str) -> dict:
     """An evaluation's identity: the checkpoint's training settings (seed and fold pooled, as for training runs)
     plus this test's data, split, condition and trainer; a leaked one carries its count, so it never pools
     with clean ones."""
@@ -112,14 +112,14 @@ def eval_settings(cfg: DictConfig, trained: dict, seen_count: int | None) -> dic
                 **{key: value for key, value in own.items() if key.split(".")[0] in (*TEST_SIDE, "robustness", "trainer")}}
     if seen_count:
         settings["seen_test_clips"] = seen_count
-    if cfg.get("part", "test") == "val":
+    if part == "val":
         settings["part"] = "val"  # scores of the clips that chose the checkpoint never pool with test scores
     return settings
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test the checkpoint on its own (or the configured) data and split; metrics.json adds per-group breakdowns."""
-    part = cfg.get("part", "test")
+    part = cfg.part
     if part not in ("test", "val"):
         raise SettingError(f"part={part}: eval scores the split's test clips (part=test) or its validation clips "
                            "(part=val, to choose test-side settings such as test_crops on validation)")
@@ -145,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict:
         augment=trained.get("augment", {}).get("name", "none"),
         data=choices.get("data", trained_choices.get("data", "custom")),
         split=choices.get("split", trained_choices.get("split", type(datamodule.split).__name__)),
-        seen_test_clips=seen_count, settings=eval_settings(cfg, trained, seen_count), tested_part=part,
+        seen_test_clips=seen_count, settings=eval_settings(cfg, trained, seen_count, part), tested_part=part,
         trained_on={"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
                     "split": trained_choices.get("split"), "seed": trained.get("seed")})
     save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))

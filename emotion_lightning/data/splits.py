@@ -158,9 +158,8 @@ class ValidationAsTest:
 
     def __init__(self, split):
         self.split = split
-
-    def __getattr__(self, name: str):
-        return getattr(self.split, name)  # speaker_disjoint, test_may_lack_classes, ...
+        self.speaker_disjoint = split.speaker_disjoint
+        self.test_may_lack_classes = getattr(split, "test_may_lack_classes", False)
 
     def assign(self, manifest: pd.DataFrame) -> np.ndarray:
         parts = self.split.assign(manifest)

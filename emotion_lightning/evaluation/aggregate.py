@@ -90,8 +90,10 @@ def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=l
             variants |= {key: "" for key in group_keys}
             continue
         names = sorted({name for key in group_keys for name in first[key]})
-        # A missing setting added later holds its neutral value: show that rather than null.
-        value = lambda key, name: first[key].get(name, ADDED_LATER.get(name))  # noqa: E731
+
+        def value(key, name):  # a missing setting added later holds its neutral value: show that, not null
+            return first[key].get(name, ADDED_LATER.get(name))
+
         differing = [name for name in names if name not in POOLED and not skip(name)
                      and len({json.dumps(value(key, name), default=str) for key in group_keys}) > 1]
         texts = {key: ", ".join(f"{name}={_value(value(key, name))}" for name in differing) for key in group_keys}
