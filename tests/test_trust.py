@@ -105,6 +105,18 @@ def test_configurations_whose_shortened_labels_read_alike_stay_separate_rows(tmp
     assert len({entry["configuration"] for entry in summary}) == 2
 
 
+def test_labels_name_a_callback_by_its_class_and_a_long_member_list_by_its_length(tmp_path):
+    ema = "emotion_lightning.training.weight_averaging.ExponentialMovingAverage"
+    write_run(tmp_path, "ema", 0.6, **{"callbacks.ema._target_": ema})
+    write_run(tmp_path, "plain", 0.5, **{"callbacks.ema._target_": None})
+    write_run(tmp_path, "ensemble", 0.7, **{"callbacks.ema._target_": None,
+                                             "model.checkpoints": ["simple_cnn:e684221702"] * 3})
+    labels = {entry["test_ua"]["mean"]: entry["configuration"] for entry in aggregate(read_runs(tmp_path))}
+    assert "callbacks.ema=ExponentialMovingAverage" in labels[0.6] and "callbacks.ema=null" in labels[0.5]
+    assert "model.checkpoints=[3 items]" in labels[0.7] and "model.checkpoints=null" in labels[0.5]
+    assert "._target_" not in " ".join(labels.values())
+
+
 def test_evaluations_of_a_checkpoint_are_grouped_apart_from_training_runs(tmp_path):
     write_run(tmp_path, "trained", 0.4)
     evaluated = write_run(tmp_path, "evaluated", 0.4, evaluation="checkpoint")
@@ -171,7 +183,7 @@ def test_paired_comparison_gives_the_exact_mcnemar_and_a_bootstrap_interval(pair
     runs = read_runs(paired_runs)
     metrics = {d: json.loads((Path(d) / "metrics.json").read_text()) for d in runs["run_dir"]}
     (row,) = paired_comparisons(runs, metrics).to_dict("records")
-    assert row["A"].endswith("[model._target_=A]") and row["B"].endswith("[model._target_=B]")
+    assert row["A"].endswith("[model=A]") and row["B"].endswith("[model=B]")
     assert (row["only_a_right"], row["only_b_right"], row["clips"], row["paired runs"]) == (10, 4, 40, 1)
     # exact two-sided binomial: 2 * P(X <= 4), X ~ Bin(14, 1/2)
     assert row["p_mcnemar"] == pytest.approx(2 * sum(math.comb(14, k) for k in range(5)) / 2**14)  # 0.1796

@@ -74,9 +74,16 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
     return runs
 
 
-def _value(value) -> str:
+def _setting_text(name: str, value) -> str:
+    """`name=value` for a label: a `_target_` reads as its class (`callbacks.ema=ExponentialMovingAverage`), a long
+    list as its length (`model.checkpoints=[3 items]`), anything else cut to 40 characters."""
+    if name.endswith("._target_"):
+        name = name.removesuffix("._target_")
+        value = value.rsplit(".", 1)[-1] if isinstance(value, str) else value
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) > 40 and isinstance(value, list):
+        text = f"[{len(value)} items]"
+    return f"{name}={text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=lambda key: False) -> pd.Series:
@@ -96,7 +103,7 @@ def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=l
 
         differing = [name for name in names if name not in POOLED and not skip(name)
                      and len({json.dumps(value(key, name), default=str) for key in group_keys}) > 1]
-        texts = {key: ", ".join(f"{name}={_value(value(key, name))}" for name in differing) for key in group_keys}
+        texts = {key: ", ".join(_setting_text(name, value(key, name)) for name in differing) for key in group_keys}
         # Values are shortened for display, so two configurations can read alike (e.g. two ensembles whose member
         # lists start the same): a digest of the configuration keeps their labels, and so their rows, apart.
         clashes = Counter(texts.values())
