@@ -17,7 +17,7 @@ from emotion_lightning.evaluation.aggregate import aggregate, markdown_table, re
 from emotion_lightning.evaluation.identity import differences, identity, member_identities, result_settings
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion, resampled_ua
 from emotion_lightning.evaluation.paired import mcnemar_exact, paired_comparisons
-from emotion_lightning.evaluation.report import build_report
+from emotion_lightning.evaluation.report import build_report, without_shared_fields
 from tests.helpers.configs import emotion_map
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
@@ -214,6 +214,19 @@ def test_report_shows_the_leaderboard_comparison_speakers_and_learning_curves(pa
     assert (tmp_path / "report" / "figures" / "learning_curves_00.png").is_file()
     assert (tmp_path / "report" / "figures" / "ua_per_configuration.png").is_file()
     assert (tmp_path / "report" / "comparisons.csv").is_file()
+
+
+def test_chart_rows_drop_the_fields_every_configuration_shares_and_the_title_names_them():
+    labels = ["simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=null]",
+              "simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=ExponentialMovingAverage]",
+              "ensemble / none / ravdess / speaker_kfold / clean"]
+    short, shared = without_shared_fields(labels)
+    assert shared == "ravdess / speaker_kfold / clean"
+    assert short == ["simple_cnn / mixup [callbacks.ema=null]",
+                     "simple_cnn / mixup [callbacks.ema=ExponentialMovingAverage]", "ensemble / none"]
+    # Only settings differ: the model stays as the row's name; one label is left whole.
+    assert without_shared_fields(labels[:2])[0][0] == "simple_cnn [callbacks.ema=null]"
+    assert without_shared_fields(labels[:1]) == (labels[:1], "")
 
 
 def test_ensembles_are_identified_by_their_members_configurations_not_checkpoint_paths():

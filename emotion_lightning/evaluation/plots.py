@@ -84,7 +84,7 @@ def wrapped(label: str, width: int = 60) -> str:
     return "\n".join(textwrap.wrap(label, width)) or label
 
 
-def plot_ua_intervals(labels: list[str], means, lows, highs, path: str | Path) -> None:
+def plot_ua_intervals(labels: list[str], means, lows, highs, path: str | Path, title: str = "") -> None:
     """Mean test UA per configuration with its 95% interval as whiskers (a single run: a dot alone)."""
     means, lows, highs = (np.asarray(values, dtype=float) for values in (means, lows, highs))
     figure, axes = plt.subplots(figsize=(9.5, 0.5 * len(labels) + 1.2))
@@ -95,6 +95,7 @@ def plot_ua_intervals(labels: list[str], means, lows, highs, path: str | Path) -
     axes.set_xlim(0, 1)
     axes.set_xlabel("test UA (mean; whiskers: 95% bootstrap CI over runs)")
     axes.grid(axis="x", alpha=0.3)
+    axes.set_title(title, fontsize=9)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
     plt.close(figure)

@@ -255,11 +255,27 @@ def _figure(out: Path, name: str, plot, table: pd.DataFrame, ylabel: str) -> Pat
     return path
 
 
+def without_shared_fields(labels: list[str]) -> tuple[list[str], str]:
+    """Configuration labels (`model / augment / data / split / condition [...]`) without the fields that all of
+    them share, and those shared fields: a chart's rows then show what differs, its title what they have in common."""
+    heads, tails = zip(*[(head.split(" / "), label[len(head):]) for label in labels
+                         for head in [label.partition(" [")[0]]])
+    if len(labels) < 2 or len({len(fields) for fields in heads}) > 1:
+        return list(labels), ""
+    shared = [i for i in range(len(heads[0])) if len({fields[i] for fields in heads}) == 1]
+    if len(shared) == len(heads[0]):
+        shared = shared[1:]  # keep the model when nothing but the bracketed settings differs
+    short = [" / ".join(f for i, f in enumerate(fields) if i not in shared) + tail for fields, tail in zip(heads, tails)]
+    return short, " / ".join(heads[0][i] for i in shared)
+
+
 def _ua_chart(out: Path, summary: list[dict]) -> Path:
     path = out / "figures" / "ua_per_configuration.png"
-    ua = [entry["test_ua"] for entry in summary]
-    plot_ua_intervals([entry["configuration"] for entry in summary], [s["mean"] for s in ua],
-                      [(s["ci95"] or [s["mean"]])[0] for s in ua], [(s["ci95"] or [s["mean"]])[-1] for s in ua], path)
+    entries = sorted(summary, key=lambda entry: -entry["test_ua"]["mean"])  # best first, read from the top
+    labels, shared = without_shared_fields([entry["configuration"] for entry in entries])
+    ua = [entry["test_ua"] for entry in entries]
+    plot_ua_intervals(labels, [s["mean"] for s in ua], [(s["ci95"] or [s["mean"]])[0] for s in ua],
+                      [(s["ci95"] or [s["mean"]])[-1] for s in ua], path, title=f"all on {shared}" if shared else "")
     return path
 
 
