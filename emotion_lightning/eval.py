@@ -7,6 +7,7 @@ hold their scores, and `tested_part: val`): the place to choose `test_crops` wit
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -152,6 +153,20 @@ def evaluate(cfg: DictConfig) -> dict:
     return report
 
 
+def setting_without_its_group(overrides: list[str]) -> str | None:
+    """An error for `split.fold=1` (or `data.X=...`) without `split=` (`data=`): eval's data and split are the
+    checkpoint's unless a group is chosen, so Hydra has no `split` to set a key in (its own message then suggests
+    `+split.fold=1`, which would make a split of one key)."""
+    keys = [override.split("=", 1)[0] for override in overrides if not override.startswith("-")]
+    for key in keys:
+        group = key.split(".", 1)[0]
+        if group in ("data", "split") and "." in key and group not in keys:
+            example = "split=speaker_kfold split.fold=1" if group == "split" else "data=ravdess data.batch_size=64"
+            return (f"{key}: eval tests on the checkpoint's own {group} unless one is chosen, so there is no {group} "
+                    f"setting to change; choose the group as well (e.g. {example}), or leave {key} out")
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
     with command():
@@ -159,4 +174,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    if problem := setting_without_its_group(sys.argv[1:]):
+        sys.exit(f"error: {problem}")
     main()

@@ -210,6 +210,18 @@ def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
     assert full.returncode != 0 and "Traceback" in full.stderr and "MissingFileError" in full.stderr
 
 
+@pytest.mark.slow  # runs the command in a subprocess (seconds)
+def test_eval_names_a_split_setting_given_without_its_split(tmp_path):
+    """`split.fold=1` alone: Hydra would say `Key 'split' is not in struct` and suggest `+split.fold=1`."""
+    result = run_command("eval", f"ckpt_path={tmp_path}/any.ckpt", "split.fold=1", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "not in struct" not in result.stderr
+    assert result.stderr.startswith("error: split.fold: eval tests on the checkpoint's own split")
+    assert "split=speaker_kfold split.fold=1" in result.stderr and list(tmp_path.iterdir()) == []
+    chosen = run_command("eval", f"ckpt_path={tmp_path}/any.ckpt", "split=speaker_kfold", "split.fold=1", cwd=tmp_path,
+                         env={"EMOTION_OUTPUTS_DIR": str(tmp_path / "outputs")})
+    assert "does not exist" in chosen.stderr  # composed: it got as far as the missing checkpoint
+
+
 def test_predict_with_a_missing_checkpoint_is_one_message_and_status_2(tmp_path):
     """Nothing can run: predict's documented status 2, the checkpoint named, nothing written."""
     result = run_command("predict", f"ckpt={tmp_path}/nope.ckpt", f"audio={tmp_path}/missing.wav", cwd=tmp_path)
