@@ -107,7 +107,7 @@ def test_configurations_whose_shortened_labels_read_alike_stay_separate_rows(tmp
 
 def test_labels_name_a_callback_by_its_class_and_a_long_member_list_by_its_length(tmp_path):
     ema = "emotion_lightning.training.weight_averaging.ExponentialMovingAverage"
-    write_run(tmp_path, "ema", 0.6, **{"callbacks.ema._target_": ema})
+    write_run(tmp_path, "ema", 0.6, **{"callbacks.ema._target_": ema, "callbacks.ema.decay": 0.99})
     write_run(tmp_path, "plain", 0.5, **{"callbacks.ema._target_": None})
     write_run(tmp_path, "ensemble", 0.7, **{"callbacks.ema._target_": None,
                                              "model.checkpoints": ["simple_cnn:e684221702"] * 3})
@@ -115,6 +115,7 @@ def test_labels_name_a_callback_by_its_class_and_a_long_member_list_by_its_lengt
     assert "callbacks.ema=ExponentialMovingAverage" in labels[0.6] and "callbacks.ema=null" in labels[0.5]
     assert "model.checkpoints=[3 items]" in labels[0.7] and "model.checkpoints=null" in labels[0.5]
     assert "._target_" not in " ".join(labels.values())
+    assert "decay" not in labels[0.6]  # the class differs, so its settings do: the class alone is shown
 
 
 def test_evaluations_of_a_checkpoint_are_grouped_apart_from_training_runs(tmp_path):

@@ -103,6 +103,11 @@ def distinguishing(base: pd.Series, keys: pd.Series, settings: pd.Series, skip=l
 
         differing = [name for name in names if name not in POOLED and not skip(name)
                      and len({json.dumps(value(key, name), default=str) for key in group_keys}) > 1]
+        # Where the class of an object differs (`model.scheduler=warmup_cosine` against `=ReduceLROnPlateau`), its
+        # other keys differ because of it: the class alone says so.
+        replaced = [name.removesuffix("_target_") for name in differing if name.endswith("._target_")]
+        differing = [name for name in differing
+                     if name.endswith("._target_") or not any(name.startswith(prefix) for prefix in replaced)]
         texts = {key: ", ".join(_setting_text(name, value(key, name)) for name in differing) for key in group_keys}
         # Values are shortened for display, so two configurations can read alike (e.g. two ensembles whose member
         # lists start the same): a digest of the configuration keeps their labels, and so their rows, apart.

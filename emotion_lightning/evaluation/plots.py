@@ -87,11 +87,15 @@ def wrapped(label: str, width: int = 60) -> str:
 def plot_ua_intervals(labels: list[str], means, lows, highs, path: str | Path, title: str = "") -> None:
     """Mean test UA per configuration with its 95% interval as whiskers (a single run: a dot alone)."""
     means, lows, highs = (np.asarray(values, dtype=float) for values in (means, lows, highs))
-    figure, axes = plt.subplots(figsize=(9.5, 0.5 * len(labels) + 1.2))
-    positions = np.arange(len(labels))[::-1]
+    texts = [wrapped(label) for label in labels]
+    # Each row is as tall as its wrapped label (in units of one text line), so long labels never overlap.
+    heights = np.array([max(2.5, text.count("\n") + 1.6) for text in texts])
+    positions = heights.sum() - (np.cumsum(heights) - heights / 2)
+    figure, axes = plt.subplots(figsize=(9.5, 0.16 * heights.sum() + 1.2))
     errors = np.nan_to_num(np.vstack([means - lows, highs - means]))
     axes.errorbar(means, positions, xerr=errors, fmt="o", capsize=4, color="tab:blue")
-    axes.set_yticks(positions, [wrapped(label) for label in labels], fontsize=8)
+    axes.set_yticks(positions, texts, fontsize=8)
+    axes.set_ylim(0, heights.sum())
     axes.set_xlim(0, 1)
     axes.set_xlabel("test UA (mean; whiskers: 95% bootstrap CI over runs)")
     axes.grid(axis="x", alpha=0.3)
