@@ -227,7 +227,7 @@ def test_chart_rows_drop_the_fields_every_configuration_shares_and_the_title_nam
                      "simple_cnn / mixup [callbacks.ema=ExponentialMovingAverage]", "ensemble / none"]
     # Only settings differ: the model stays as the row's name; one label is left whole.
     assert without_shared_fields(labels[:2])[0][0] == "simple_cnn [callbacks.ema=null]"
-    assert without_shared_fields(labels[:1]) == (labels[:1], "")
+    assert without_shared_fields(labels[:1]) == (labels[:1], "") and without_shared_fields([]) == ([], "")
 
 
 def test_ensembles_are_identified_by_their_members_configurations_not_checkpoint_paths():

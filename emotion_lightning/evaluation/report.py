@@ -258,9 +258,11 @@ def _figure(out: Path, name: str, plot, table: pd.DataFrame, ylabel: str) -> Pat
 def without_shared_fields(labels: list[str]) -> tuple[list[str], str]:
     """Configuration labels (`model / augment / data / split / condition [...]`) without the fields that all of
     them share, and those shared fields: a chart's rows then show what differs, its title what they have in common."""
-    heads, tails = zip(*[(head.split(" / "), label[len(head):]) for label in labels
-                         for head in [label.partition(" [")[0]]])
-    if len(labels) < 2 or len({len(fields) for fields in heads}) > 1:
+    if len(labels) < 2:
+        return list(labels), ""
+    heads = [label.partition(" [")[0].split(" / ") for label in labels]
+    tails = [label[len(label.partition(" [")[0]):] for label in labels]  # ` [settings]`, or empty
+    if len({len(fields) for fields in heads}) > 1:
         return list(labels), ""
     shared = [i for i in range(len(heads[0])) if len({fields[i] for fields in heads}) == 1]
     if len(shared) == len(heads[0]):
