@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
@@ -186,6 +187,10 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert cfg.model.scheduler.max_epochs == cfg.trainer.max_epochs and "patience" not in cfg.model.scheduler
         assert cfg.model.label_smoothing > 0
         assert ("ema" in cfg.callbacks) == (experiment == "best_scratch")  # chosen on val for the CNN only
+    if experiment == "best_scratch":  # five conv blocks (chosen on val in session 8); the model's default has four
+        assert list(cfg.model.network.channels) == [16, 32, 64, 128, 256]
+        assert list(compose_train(["model=simple_cnn"]).model.network.channels) == [16, 32, 64, 128]
+        assert instantiate(cfg.model.network)(torch.zeros(2, 1, 64, 94)).shape == (2, 8)
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
 
