@@ -111,7 +111,10 @@ def test_labels_name_a_callback_by_its_class_and_a_long_member_list_by_its_lengt
     write_run(tmp_path, "plain", 0.5, **{"callbacks.ema._target_": None})
     write_run(tmp_path, "ensemble", 0.7, **{"callbacks.ema._target_": None,
                                              "model.checkpoints": ["simple_cnn:e684221702"] * 3})
-    labels = {entry["test_ua"]["mean"]: entry["configuration"] for entry in aggregate(read_runs(tmp_path))}
+    summary = aggregate(read_runs(tmp_path))
+    labels = {entry["test_ua"]["mean"]: entry["configuration"] for entry in summary}
+    assert {entry["settings"] for entry in summary if entry["test_ua"]["mean"] == 0.7} == {
+        "callbacks.ema=null, model.checkpoints=[3 items]"}  # the table's settings column keeps the list's "]"
     assert "callbacks.ema=ExponentialMovingAverage" in labels[0.6] and "callbacks.ema=null" in labels[0.5]
     assert "model.checkpoints=[3 items]" in labels[0.7] and "model.checkpoints=null" in labels[0.5]
     assert "._target_" not in " ".join(labels.values())

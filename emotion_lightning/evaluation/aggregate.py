@@ -135,7 +135,7 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
         val_ua = group["best_val_ua"].dropna().astype(float)  # what a search ranks configurations on, never test
         label = group["configuration"].iloc[0]
         entry = {**{key: group[key].iloc[0] for key in GROUP_BY}, "kind": group["kind"].iloc[0],
-                 "settings": label.partition(" [")[2].rstrip("]") if " [" in label else "",
+                 "settings": label.partition(" [")[2].removesuffix("]"),  # a list's own "]" stays
                  "configuration": label, "runs": len(group), "seen_test_clips": int(group["seen_test_clips"].sum()),
                  "params": None if pd.isna(params) else int(params),
                  "train_seconds": float(seconds.mean()) if len(seconds) else None,
