@@ -174,7 +174,7 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
         warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
 
 
-@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn"), ("best_pretrained", "whisper_finetune"),
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn_deep"), ("best_pretrained", "whisper_finetune"),
                                                ("pretrained_finetune", "whisper_finetune"),
                                                ("pretrained_frozen", "whisper")])
 def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
@@ -187,10 +187,14 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert cfg.model.scheduler.max_epochs == cfg.trainer.max_epochs and "patience" not in cfg.model.scheduler
         assert cfg.model.label_smoothing > 0
         assert ("ema" in cfg.callbacks) == (experiment == "best_scratch")  # chosen on val for the CNN only
-    if experiment == "best_scratch":  # five conv blocks (chosen on val in session 8); the model's default has four
-        assert list(cfg.model.network.channels) == [16, 32, 64, 128, 256]
-        assert list(compose_train(["model=simple_cnn"]).model.network.channels) == [16, 32, 64, 128]
+    if experiment == "best_scratch":  # five conv blocks (chosen on val in session 8); simple_cnn has four
+        assert list(cfg.model.network.channels) == [16, 32, 64, 128, 256] and cfg.model.name == "simple_cnn"
         assert instantiate(cfg.model.network)(torch.zeros(2, 1, 64, 94)).shape == (2, 8)
+        plain_cnn = compose_train(["model=simple_cnn"]).model
+        assert list(plain_cnn.network.channels) == [16, 32, 64, 128]
+        # Another network keeps its own layout under best_scratch's training.
+        resnet = compose_train(["experiment=best_scratch", "model=resnet"]).model.network
+        assert list(resnet.channels) == list(compose_train(["model=resnet"]).model.network.channels)
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
 
