@@ -111,12 +111,17 @@ def test_labels_name_a_callback_by_its_class_and_a_long_member_list_by_its_lengt
     write_run(tmp_path, "plain", 0.5, **{"callbacks.ema._target_": None})
     write_run(tmp_path, "ensemble", 0.7, **{"callbacks.ema._target_": None,
                                              "model.checkpoints": ["simple_cnn:e684221702"] * 3})
+    write_run(tmp_path, "mixed", 0.8, **{"callbacks.ema._target_": None, "model.checkpoints": [
+        "simple_cnn:e684221702", "whisper_finetune:60ca08691b", "simple_cnn:42332ac07e"]})
+    write_run(tmp_path, "grid", 0.3, **{"callbacks.ema._target_": None, "model.checkpoints": [f"run{i}.ckpt" for i in range(12)]})
     summary = aggregate(read_runs(tmp_path))
     labels = {entry["test_ua"]["mean"]: entry["configuration"] for entry in summary}
+    assert "model.checkpoints=[2 x simple_cnn, 1 x whisper_finetune]" in labels[0.8]
+    assert "model.checkpoints=[12 items]" in labels[0.3]
     assert {entry["settings"] for entry in summary if entry["test_ua"]["mean"] == 0.7} == {
-        "callbacks.ema=null, model.checkpoints=[3 items]"}  # the table's settings column keeps the list's "]"
+        "callbacks.ema=null, model.checkpoints=[3 x simple_cnn]"}  # the table's settings column keeps the "]"
     assert "callbacks.ema=ExponentialMovingAverage" in labels[0.6] and "callbacks.ema=null" in labels[0.5]
-    assert "model.checkpoints=[3 items]" in labels[0.7] and "model.checkpoints=null" in labels[0.5]
+    assert "model.checkpoints=[3 x simple_cnn]" in labels[0.7] and "model.checkpoints=null" in labels[0.5]
     assert "._target_" not in " ".join(labels.values())
     assert "decay" not in labels[0.6]  # the class differs, so its settings do: the class alone is shown
 

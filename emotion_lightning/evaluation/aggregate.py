@@ -14,6 +14,7 @@ ua_vs_snr.png when they sweep the SNR of a noise condition.
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -74,14 +75,22 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
     return runs
 
 
+MEMBER = re.compile(r"([\w.-]+):[0-9a-f]{10}")  # an ensemble member as identity.member_identities writes it
+
+
 def _setting_text(name: str, value) -> str:
-    """`name=value` for a label: a `_target_` reads as its class (`callbacks.ema=ExponentialMovingAverage`), a long
-    list as its length (`model.checkpoints=[3 items]`), anything else cut to 40 characters."""
+    """`name=value` for a label: a `_target_` reads as its class (`callbacks.ema=ExponentialMovingAverage`), an
+    ensemble's members (`model:digest`) as their models (`model.checkpoints=[3 x simple_cnn]`), another long list
+    as its length (`[12 items]`), anything else cut to 40 characters."""
     if name.endswith("._target_"):
         name = name.removesuffix("._target_")
         value = value.rsplit(".", 1)[-1] if isinstance(value, str) else value
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if len(text) > 40 and isinstance(value, list):
+    is_list = isinstance(value, list)
+    members = [MEMBER.fullmatch(item) if isinstance(item, str) else None for item in value] if is_list else []
+    if members and all(members):
+        text = "[" + ", ".join(f"{count} x {model}" for model, count in Counter(m[1] for m in members).items()) + "]"
+    elif len(text) > 40 and is_list:
         text = f"[{len(value)} items]"
     return f"{name}={text if len(text) <= 40 else text[:37] + '...'}"
 
