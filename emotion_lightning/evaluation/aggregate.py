@@ -14,7 +14,6 @@ ua_vs_snr.png when they sweep the SNR of a noise condition.
 import hashlib
 import json
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
-from emotion_lightning.evaluation.identity import ADDED_LATER, POOLED, identity, without_neutral
+from emotion_lightning.evaluation.identity import ADDED_LATER, MEMBER, POOLED, identity, without_neutral
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,6 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
     runs = pd.DataFrame(rows)
     runs["configuration"] = configuration_labels(runs)
     return runs
-
-
-MEMBER = re.compile(r"([\w.-]+):[0-9a-f]{10}")  # an ensemble member as identity.member_identities writes it
 
 
 def _setting_text(name: str, value) -> str:

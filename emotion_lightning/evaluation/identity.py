@@ -8,6 +8,7 @@ are left out (`IGNORED`), so that the same experiment on another machine or with
 
 import hashlib
 import json
+import re
 from fnmatch import fnmatchcase
 
 # Flattened keys (fnmatch patterns) that cannot change a result.
@@ -64,6 +65,9 @@ def result_settings(config: dict) -> dict:
 def identity(settings: dict) -> str:
     """A configuration's key: its settings without the pooled ones, as canonical JSON."""
     return json.dumps({key: value for key, value in settings.items() if key not in POOLED}, sort_keys=True, default=str)
+
+
+MEMBER = re.compile(r"([\w.-]+):[0-9a-f]{10}")  # one of member_identities' `model:digest`; group 1 the model
 
 
 def member_identities(run_configs: list[dict]) -> list[str]:

@@ -260,8 +260,9 @@ def without_shared_fields(labels: list[str]) -> tuple[list[str], str]:
     them share, and those shared fields: a chart's rows then show what differs, its title what they have in common."""
     if len(labels) < 2:
         return list(labels), ""
-    heads = [label.partition(" [")[0].split(" / ") for label in labels]
-    tails = [label[len(label.partition(" [")[0]):] for label in labels]  # ` [settings]`, or empty
+    parts = [label.partition(" [") for label in labels]
+    heads = [head.split(" / ") for head, _, _ in parts]
+    tails = [bracket + settings for _, bracket, settings in parts]  # ` [settings]`, or empty
     if len({len(fields) for fields in heads}) > 1:
         return list(labels), ""
     shared = [i for i in range(len(heads[0])) if len({fields[i] for fields in heads}) == 1]
