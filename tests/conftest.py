@@ -76,10 +76,8 @@ def trained_checkpoint(data_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_export(trained_checkpoint) -> Path:
-    """The checkpoint exported to ONNX at its default place (beside it), as backend=onnx would find it."""
-    from emotion_lightning.inference.export import export_onnx
-    from emotion_lightning.models.module import EmotionClassifier
-    from emotion_lightning.inference.metadata import default_output
+    """The checkpoint exported to ONNX at its default place (beside it), as backend=onnx would find it, by the
+    export command's own function (parity-checked before it lands)."""
+    from emotion_lightning.inference.export import export
 
-    return export_onnx(EmotionClassifier.from_checkpoint(trained_checkpoint),
-                       default_output(trained_checkpoint, "onnx"))
+    return export(trained_checkpoint, "onnx")

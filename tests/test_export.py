@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from emotion_lightning.data.audio import load
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.inference.export import ProbabilityGraph, export, parity
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.inference.predictor import EmotionPredictor
@@ -60,6 +61,47 @@ def test_torchscript_export_beside_the_checkpoint_matches_pytorch(model, trained
     exported = export(trained_checkpoint, "torchscript")
     assert exported == trained_checkpoint.with_name("last.torchscript.pt") and exported.is_file()
     assert parity(model, exported, fixture_windows) < 1e-4
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused_and_the_old_file_kept(trained_checkpoint, tmp_path,
+                                                                              monkeypatch):
+    import torch
+
+    from emotion_lightning.inference import export as exporting
+
+    model = EmotionClassifier.from_checkpoint(trained_checkpoint)
+    output = tmp_path / "model.torchscript.pt"
+    output.write_bytes(b"the previous export")
+    write = exporting.export_torchscript
+
+    def drifting_write(model, path):  # the file holds these weights; PyTorch then answers with others
+        written = write(model, path)
+        with torch.no_grad():
+            last = list(model.parameters())[-1]
+            last.add_(torch.linspace(-3, 3, last.numel()).view_as(last))
+        return written
+
+    monkeypatch.setattr(exporting, "export_torchscript", drifting_write)
+    with pytest.raises(SettingError, match=f"away from PyTorch's .* so {output} was not written"):
+        exporting.write_checked(model, output, "torchscript")
+    assert output.read_bytes() == b"the previous export"
+    assert [p.name for p in tmp_path.iterdir()] == [output.name]  # no temporary file left either
+
+
+def test_backend_onnx_beside_a_read_only_checkpoint_says_where_to_export(trained_checkpoint, tmp_path, monkeypatch):
+    from emotion_lightning.inference import export as exporting
+
+    checkpoint = tmp_path / "shared" / "best.ckpt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(trained_checkpoint.read_bytes())
+
+    def read_only(*args, **kwargs):  # what a folder the user cannot write to raises (tests may run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(exporting, "write_checked", read_only)
+    with pytest.raises(SettingError, match=f"{checkpoint.parent} is not writable: export it elsewhere "
+                                           r"\(emotion-lightning export ckpt=.* output=DIR/model.onnx\)"):
+        EmotionPredictor.from_checkpoint(checkpoint, backend="onnx", vad="none")
 
 
 def test_an_ensemble_exports_to_torchscript(trained_checkpoint, fixture_windows, tmp_path):

@@ -16,6 +16,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from emotion_lightning.data.audio import AudioError
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.inference.predictor import EmotionPredictor, input_files
 from emotion_lightning.predict import exit_status
 from tests.helpers.audio import speech_like, tone, write_clip
@@ -104,10 +105,24 @@ def test_windows_without_speech_are_marked_and_left_out_of_the_average():
 
 
 def test_unknown_vad_setting_and_bad_threshold_are_named():
-    with pytest.raises(ValueError, match="vad='webrtc'; use silero .* or none"):
+    # SettingError: the commands print its message alone, without a traceback
+    with pytest.raises(SettingError, match="vad='webrtc'; use silero .* or none"):
         make_predictor("webrtc")
-    with pytest.raises(ValueError, match="vad_threshold=1.5"):
+    with pytest.raises(SettingError, match="vad_threshold=1.5"):
         make_predictor(vad_threshold=1.5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"window_seconds": 0}, "window_seconds=0; use a positive length in seconds"),
+    ({"hop_seconds": 0}, "hop_seconds=0; use more than 0 and at most the window, 3 s"),
+    ({"hop_seconds": 6.0}, "hop_seconds=6.0; use more than 0 and at most the window, 3 s"),
+])
+def test_window_and_hop_of_zero_or_too_long_are_named_in_seconds(settings, message):
+    # 0 used to fall back to the default silently (tested as false); a long hop was named in samples
+    window = settings.pop("window_seconds", 3.0)
+    with pytest.raises(SettingError, match=message):
+        EmotionPredictor(ConfidentModel(), CLASSES, RATE, window_seconds=window, vad="none", **settings)
+    assert EmotionPredictor(ConfidentModel(), CLASSES, RATE, 3.0, hop_seconds=3.0, vad="none").hop == 3 * RATE
 
 
 def test_vad_threshold_is_a_setting():
@@ -303,6 +318,24 @@ def test_an_unreachable_folder_on_the_path_is_a_permission_error_entry(tmp_path,
     monkeypatch.setattr(Path, "stat", refuse)
     [entry] = make_predictor().predict_files([hidden])
     assert entry["error"].startswith("permission denied")
+
+
+def test_a_decoder_failing_in_an_unexpected_way_on_one_file_leaves_the_others_answered(tmp_path, monkeypatch):
+    from emotion_lightning.inference import predictor as predicting
+
+    good, broken = write_speech(tmp_path / "good.wav"), write_speech(tmp_path / "broken.flac")
+    real_load = predicting.load
+
+    def decoder_crash(path, sample_rate):  # e.g. imageio-ffmpeg without its binary raises RuntimeError
+        if Path(path) == broken:
+            raise RuntimeError("no ffmpeg exe could be found")
+        return real_load(path, sample_rate)
+
+    monkeypatch.setattr(predicting, "load", decoder_crash)
+    results = make_predictor().predict_files([broken, good])
+    assert results[0] == {"file": str(broken),
+                          "error": "cannot read the file (RuntimeError: no ffmpeg exe could be found)"}
+    assert results[1]["emotion"] == "fearful"
 
 
 def test_a_folder_named_like_audio_with_audio_inside_is_expanded(tmp_path):

@@ -86,7 +86,13 @@ def test_too_large_upload_is_413(client):
     assert response.status_code == 413 and "max_upload_mb=0.5" in response.json()["detail"]
 
 
-def test_too_long_recording_is_413(client):
+def test_too_long_recording_is_413_before_it_is_decoded(client, monkeypatch):
+    import emotion_lightning.inference.app as app
+
+    def never_decode(*args, **kwargs):  # hours of low-bitrate Opus fit under max_upload_mb: refuse on the header
+        raise AssertionError("a recording longer than max_seconds was decoded")
+
+    monkeypatch.setattr(app, "load", never_decode)
     response = client.post("/predict", files={"file": ("long.ogg", encoded(12.0, fmt="OGG", subtype="VORBIS"))})
     assert response.status_code == 413
     assert "12.0 s of audio is longer than max_seconds=10" in response.json()["detail"]

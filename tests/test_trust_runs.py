@@ -119,6 +119,17 @@ def test_a_restart_with_another_recipe_in_the_same_run_dir_is_refused(short_runs
     assert {name: (run / name).read_bytes() for name in kept} == kept  # refused before anything is rewritten
 
 
+def test_resuming_another_runs_checkpoint_with_other_settings_never_advises_deleting_it(short_runs, data_dir,
+                                                                                       tmp_path):
+    ckpt = short_runs / "epochs1" / "checkpoints" / "last.ckpt"
+    result = run_train(*common(data_dir, short_runs.parent / "cache"), f"hydra.run.dir={tmp_path}/run",
+                       "trainer.max_epochs=3", f"ckpt_path={ckpt}")
+    assert result.returncode != 0
+    assert f"not resuming ckpt_path={ckpt}" in result.stderr and "trainer.max_epochs: 3 here" in result.stderr
+    assert "leave out ckpt_path to start fresh" in result.stderr and "delete" not in result.stderr
+    assert ckpt.is_file()
+
+
 @pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "+trainer.fast_dev_run=true"])
 def test_fast_dev_run_runs_end_to_end_and_tests_the_last_weights(override, data_dir, tmp_path):
     result = run_train(*common(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", override)

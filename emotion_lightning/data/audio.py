@@ -122,7 +122,7 @@ def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     with tempfile.TemporaryDirectory() as folder:
         decoded = Path(folder) / "decoded.wav"
         result = subprocess.run([executable, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-c:a", "pcm_f32le",
-                                 str(decoded)], capture_output=True, text=True)
+                                 str(decoded)], capture_output=True, text=True, errors="replace")
         if result.returncode != 0 or not decoded.is_file():
             message = result.stderr.strip().splitlines()[-1:] or ["no output"]
             raise AudioError(f"cannot decode audio with ffmpeg: {message[0]}")

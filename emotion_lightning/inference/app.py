@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from emotion_lightning.data.audio import AudioError, load
+from emotion_lightning.data.audio import AudioError, load, probe
 from emotion_lightning.inference.predictor import EmotionPredictor
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file in a multipart body
@@ -26,6 +26,10 @@ def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_secon
     app = FastAPI(title="emotion-lightning", summary="Speech emotion recognition")
     max_bytes = int(max_upload_mb * 1024 * 1024)
     too_large = f"upload larger than max_upload_mb={max_upload_mb:g} MB; send a shorter or compressed recording"
+
+    def refuse_if_too_long(seconds: float, name: str) -> None:
+        if seconds > max_seconds:
+            raise HTTPException(413, f"{name}: {seconds:.1f} s of audio is longer than max_seconds={max_seconds:g}")
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
@@ -58,13 +62,16 @@ def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_secon
             handle.write(data)
             handle.flush()
             try:
+                # the header first: 20 MB of low-bitrate Opus holds hours, gigabytes once decoded
+                refuse_if_too_long(probe(handle.name).duration, name)
+            except AudioError:
+                pass  # a container only ffmpeg reads (M4A): its length is known after decoding
+            try:
                 waveform = load(handle.name, predictor.sample_rate)
             except AudioError as error:
                 message = str(error).replace(handle.name, name)  # the temporary path means nothing to a client
                 raise HTTPException(422, f"{name}: {message}") from None
-        seconds = len(waveform) / predictor.sample_rate
-        if seconds > max_seconds:
-            raise HTTPException(413, f"{name}: {seconds:.1f} s of audio is longer than max_seconds={max_seconds:g}")
+        refuse_if_too_long(len(waveform) / predictor.sample_rate, name)
         try:
             return {"file": name, **predictor.predict_array(waveform, predictor.sample_rate)}
         except AudioError as error:  # too short for min_seconds

@@ -20,6 +20,7 @@ from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.inference.metadata import FORMATS, METADATA_KEY, default_output, metadata, window_samples
 
 log = logging.getLogger(__name__)
+PARITY_TOLERANCE = 1e-3  # class probabilities; a faithful float32 graph differs by about 1e-6
 
 
 class ProbabilityGraph(nn.Module):
@@ -72,13 +73,14 @@ def export_torchscript(model: EmotionClassifier, output: str | Path) -> Path:
     return output
 
 
-def parity(model: EmotionClassifier, exported: str | Path, waveforms: np.ndarray) -> float:
-    """Largest absolute difference of class probabilities between PyTorch and the exported file."""
+def parity(model: EmotionClassifier, exported: str | Path, waveforms: np.ndarray, fmt: str | None = None) -> float:
+    """Largest absolute difference of class probabilities between PyTorch and the exported file (its format
+    from its suffix unless `fmt` says: a temporary file has none)."""
     graph = ProbabilityGraph(model).eval()
     with torch.no_grad():
         expected = graph(torch.from_numpy(waveforms)).numpy()
     exported = Path(exported)
-    if exported.suffix == ".onnx":
+    if (fmt or ("onnx" if exported.suffix == ".onnx" else "torchscript")) == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
@@ -89,17 +91,28 @@ def parity(model: EmotionClassifier, exported: str | Path, waveforms: np.ndarray
     return float(np.abs(actual - expected).max())
 
 
-def export(ckpt: str | Path, fmt: str = "onnx", output: str | Path | None = None, opset: int = 18) -> Path:
-    """Export a checkpoint to `output` (default: beside it) and check its parity on random audio."""
-    model = EmotionClassifier.from_checkpoint(ckpt)
-    output = Path(output) if output else default_output(ckpt, fmt)
-    if fmt == "onnx":
-        export_onnx(model, output, opset)
-    elif fmt == "torchscript":
-        export_torchscript(model, output)
-    else:
+def write_checked(model: EmotionClassifier, output: str | Path, fmt: str = "onnx", opset: int = 18) -> Path:
+    """Write the export under a temporary name, compare it with PyTorch on random audio, and rename it to
+    `output` only if every probability agrees within PARITY_TOLERANCE: a graph that answers differently never
+    replaces a good file."""
+    writers = {"onnx": lambda path: export_onnx(model, path, opset),
+               "torchscript": lambda path: export_torchscript(model, path)}
+    if fmt not in writers:
         raise SettingError(f"format={fmt!r}; use one of {sorted(FORMATS)}")
     noise = (0.1 * np.random.default_rng(0).standard_normal((3, window_samples(metadata(model))))).astype(np.float32)
-    difference = parity(model, output, noise)
+    output = Path(output)
+    with atomic_path(output) as candidate:
+        writers[fmt](candidate)
+        difference = parity(model, candidate, noise, fmt)
+        if not difference <= PARITY_TOLERANCE:  # NaN fails too
+            raise SettingError(
+                f"the {fmt} export of this model gives probabilities up to {difference:.3g} away from PyTorch's on "
+                f"random audio (tolerance {PARITY_TOLERANCE:g}), so {output} was not written; try the other format "
+                f"(format=onnx / format=torchscript) or, for ONNX, another opset (opset=17)")
     log.info("wrote %s; largest probability difference from PyTorch on random audio: %.2e", output, difference)
     return output
+
+
+def export(ckpt: str | Path, fmt: str = "onnx", output: str | Path | None = None, opset: int = 18) -> Path:
+    """Export a checkpoint to `output` (default: beside it), checked against PyTorch before it lands."""
+    return write_checked(EmotionClassifier.from_checkpoint(ckpt), output or default_output(ckpt, fmt), fmt, opset)

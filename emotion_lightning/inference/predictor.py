@@ -102,8 +102,13 @@ class EmotionPredictor:
                  vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3):
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
         self.window = int(round(window_seconds * self.sample_rate))
-        self.hop = int(round((hop_seconds if hop_seconds else window_seconds / 2) * self.sample_rate))
-        window_starts(self.window, self.window, self.hop)  # refuses a bad window or hop now, not on first use
+        if self.window <= 0:
+            raise SettingError(f"window_seconds={window_seconds}; use a positive length in seconds (leave it unset "
+                               "for the model's training clip)")
+        self.hop = int(round((window_seconds / 2 if hop_seconds is None else hop_seconds) * self.sample_rate))
+        if not 0 < self.hop <= self.window:
+            raise SettingError(f"hop_seconds={hop_seconds}; use more than 0 and at most the window, "
+                               f"{self.window / self.sample_rate:g} s (leave it unset for half a window)")
         if batch_size < 1:
             raise SettingError(f"batch_size={batch_size}; use 1 or more windows per forward pass")
         if min_seconds is None or min_seconds < 0:
@@ -139,8 +144,8 @@ class EmotionPredictor:
         model = EmotionClassifier.from_checkpoint(path)
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
-                   window_seconds or info["clip_seconds"], hop_seconds, batch_size, info["model"], vad, min_seconds,
-                   vad_threshold)
+                   info["clip_seconds"] if window_seconds is None else window_seconds, hop_seconds, batch_size,
+                   info["model"], vad, min_seconds, vad_threshold)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", window_seconds: float | None = None,
@@ -148,7 +153,7 @@ class EmotionPredictor:
                   min_seconds: float = 0.5, vad_threshold: float = 0.3) -> "EmotionPredictor":
         backend = OnnxBackend(path, device, threads)
         info = backend.info
-        if window_seconds and int(round(window_seconds * info["sample_rate"])) != backend.window:
+        if window_seconds is not None and int(round(window_seconds * info["sample_rate"])) != backend.window:
             raise SettingError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
                                f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
@@ -179,6 +184,10 @@ class EmotionPredictor:
                 waveform = self._long_enough(self._load(path))
             except AudioError as error:
                 results[index] = {"file": str(path), "error": str(error)}
+                continue
+            except Exception as error:  # e.g. a decoder's own failure: the other files go on; the log keeps the trace
+                log.warning("unexpected error reading %s", path, exc_info=True)
+                results[index] = {"file": str(path), "error": f"cannot read the file ({type(error).__name__}: {error})"}
                 continue
             pending.append((index, waveform))
             pending_windows += len(window_starts(len(waveform), self.window, self.hop))
@@ -262,11 +271,16 @@ def ensure_onnx_export(checkpoint: Path) -> Path:
     (torch is imported only then)."""
     exported = default_output(checkpoint, "onnx")
     if not exported.is_file() or exported.stat().st_mtime < checkpoint.stat().st_mtime:
-        from emotion_lightning.inference.export import export_onnx
+        from emotion_lightning.inference.export import write_checked
         from emotion_lightning.models.module import EmotionClassifier
 
         log.info("exporting %s to %s for onnxruntime", checkpoint, exported)
-        export_onnx(EmotionClassifier.from_checkpoint(checkpoint), exported)
+        try:
+            write_checked(EmotionClassifier.from_checkpoint(checkpoint), exported, "onnx")
+        except PermissionError:
+            raise SettingError(f"backend=onnx exports {checkpoint} beside it, but {exported.parent} is not writable: "
+                               f"export it elsewhere (emotion-lightning export ckpt={checkpoint} "
+                               "output=DIR/model.onnx) and pass that file as ckpt=") from None
     return exported
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_lightning.data.audio import resample
+from emotion_lightning.data.errors import SettingError
 
 SILENCE_DBFS = -70.0  # RMS after removing DC; quiet room noise is around -60 dBFS, speech -40 to -20
 VADS = ("silero", "none")
@@ -43,12 +44,12 @@ def silero_session():
 
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("vad=silero needs the silero-vad package (pip install silero-vad); or set vad=none to "
-                         "leave out only digitally silent windows")
+        raise SettingError("vad=silero needs the silero-vad package (pip install silero-vad); or set vad=none to "
+                           "leave out only digitally silent windows")
     model = Path(spec.submodule_search_locations[0]) / "data" / SILERO_MODEL
     if not model.is_file():
-        raise ValueError(f"the silero-vad package has no {model.name} at {model.parent}; reinstall it "
-                         "(pip install --force-reinstall silero-vad) or set vad=none")
+        raise SettingError(f"the silero-vad package has no {model.name} at {model.parent}; reinstall it "
+                           "(pip install --force-reinstall silero-vad) or set vad=none")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1  # a tiny model: threads cost more than they give
     return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
@@ -61,8 +62,8 @@ class SileroVad:
 
     def __init__(self, threshold: float = 0.3, min_speech_seconds: float = 0.06):
         if not 0 < threshold < 1 or min_speech_seconds < 0:
-            raise ValueError(f"vad_threshold={threshold}, min_speech_seconds={min_speech_seconds}; need a threshold "
-                             "between 0 and 1 (0.3 by default) and a non-negative minimum")
+            raise SettingError(f"vad_threshold={threshold}, min_speech_seconds={min_speech_seconds}; need a threshold "
+                               "between 0 and 1 (0.3 by default) and a non-negative minimum")
         self.threshold, self.min_speech_seconds = threshold, min_speech_seconds
         self.session = silero_session()
 
@@ -92,8 +93,8 @@ class SileroVad:
 def speech_detector(vad: str, threshold: float = 0.3) -> SileroVad | None:
     """The detector a `vad=` setting names (None for vad=none: the silence floor alone)."""
     if vad not in VADS:
-        raise ValueError(f"vad={vad!r}; use silero (voice-activity detection) or none (leave out only digitally "
-                         "silent windows)")
+        raise SettingError(f"vad={vad!r}; use silero (voice-activity detection) or none (leave out only digitally "
+                           "silent windows)")
     return SileroVad(threshold) if vad == "silero" else None
 
 

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data import splits
 from emotion_lightning.data.atomic import write_text
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
@@ -78,9 +79,9 @@ def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
             and network.freeze_encoder):
         return False
     if getattr(model, "batch_augment", None) is not None:
-        raise ValueError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache holds "
-                         "the clean clips' hidden states: set feature_cache.enabled=false to augment through the "
-                         "encoder, or use augment=none or augment=mixup")
+        raise SettingError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache "
+                           "holds the clean clips' hidden states: set feature_cache.enabled=false to augment through "
+                           "the encoder, or use augment=none or augment=mixup")
     store, frames = frozen_features(network, datamodule.cache, settings.dir, dtype=settings.dtype,
                                     batch_size=settings.batch_size, device=settings.device)
     # a mean-pooling head needs only each crop's mean over its frames (ResidentCropMeans: no frames copied)

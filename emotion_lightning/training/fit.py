@@ -38,13 +38,17 @@ def check_same_run(cfg: DictConfig, resume_from: str) -> None:
     if cfg.get("force_resume"):
         log.warning("force_resume=true: resuming %s although its settings differ:\n%s", resume_from, listing)
         return
-    given = f"ckpt_path={cfg.ckpt_path}" if cfg.get("ckpt_path") not in (None, "last") else \
-        f"{resume_from} (this run dir's last checkpoint)"
+    if cfg.get("ckpt_path") not in (None, "last"):  # named by the user: another run's, never to be deleted here
+        given, fresh = f"ckpt_path={cfg.ckpt_path}", "leave out ckpt_path to start fresh, or give a checkpoint of a "\
+            "run with these settings"
+    else:
+        given = f"{resume_from} (this run dir's last checkpoint)"
+        fresh = f"start fresh in a new run dir (leave out hydra.run.dir, or give another), or delete " \
+            f"{Path(resume_from).parent}"
     raise SettingError(
         f"not resuming {given}: it was written by a run with other settings, and resuming would report that run "
         f"under this run's settings. Settings that differ:\n{listing}\n"
-        f"Start fresh in a new run dir (leave out hydra.run.dir, or give another), or delete "
-        f"{Path(resume_from).parent}; to resume it anyway, add force_resume=true.")
+        f"To fix: {fresh}; to resume it anyway, add force_resume=true.")
 
 
 def checked_resume(cfg: DictConfig) -> str | None:
