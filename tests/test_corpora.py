@@ -56,6 +56,23 @@ def test_crema_d_parses_every_emotion_and_reads_sex_from_demographics(code, data
     assert labels.text == "The surface is slick"
 
 
+def test_crema_d_demographics_added_after_the_first_scan_rebuild_the_cached_manifest(data_dir, tmp_path):
+    import shutil
+
+    from emotion_lightning.data.manifest import load_manifest
+
+    root = tmp_path / "crema_d"
+    shutil.copytree(data_dir / "crema_d", root)
+    demographics = root / "VideoDemographics.csv"
+    kept = demographics.read_bytes()
+    demographics.unlink()
+    before, _ = load_manifest([CremaD(root, emotion_map("crema_d"))], tmp_path / "cache")
+    assert set(before["gender"]) == {"unknown"}
+    demographics.write_bytes(kept)  # the cached manifest of the same audio must not keep "unknown"
+    after, _ = load_manifest([CremaD(root, emotion_map("crema_d"))], tmp_path / "cache")
+    assert set(after["gender"]) == {"male", "female"}
+
+
 @pytest.mark.parametrize("level, intensity", [("LO", "low"), ("MD", "medium"), ("HI", "high"), ("XX", "unspecified")])
 def test_crema_d_levels(level, intensity, tmp_path):
     labels = CremaD(tmp_path, emotion_map("crema_d")).parse(Path(f"1001_DFA_ANG_{level}.wav"))

@@ -16,7 +16,7 @@ from emotion_lightning.data.taxonomy import EMOTIONS
 from emotion_lightning.evaluation.aggregate import aggregate, markdown_table, read_runs
 from emotion_lightning.evaluation.identity import differences, identity, member_identities, result_settings
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion, resampled_ua
-from emotion_lightning.evaluation.paired import mcnemar_exact, paired_comparisons
+from emotion_lightning.evaluation.paired import compare, mcnemar_exact, paired_comparisons
 from emotion_lightning.evaluation.report import build_report, without_shared_fields
 from tests.helpers.configs import emotion_map
 
@@ -195,9 +195,27 @@ def test_paired_comparison_gives_the_exact_mcnemar_and_a_bootstrap_interval(pair
     assert row["A"].endswith("[model=A]") and row["B"].endswith("[model=B]")
     assert (row["only_a_right"], row["only_b_right"], row["clips"], row["paired runs"]) == (10, 4, 40, 1)
     # exact two-sided binomial: 2 * P(X <= 4), X ~ Bin(14, 1/2)
-    assert row["p_mcnemar"] == pytest.approx(2 * sum(math.comb(14, k) for k in range(5)) / 2**14)  # 0.1796
+    assert row["p"] == pytest.approx(2 * sum(math.comb(14, k) for k in range(5)) / 2**14)  # 0.1796
+    assert row["test"] == "exact McNemar"
     assert row["delta_ua"] == pytest.approx(0.75 - 0.6)  # 10 clips per class: UA = WA here
     assert row["ci_low"] < row["delta_ua"] < row["ci_high"]
+
+
+def test_seeds_tested_on_the_same_clips_count_each_clip_once():
+    # Three seeds with the same predictions on the same 40 clips are no more evidence about those clips than one:
+    # the interval and the test must not narrow as if there were 120 independent clips.
+    def frame(correct):
+        table = fixture_predictions(correct)
+        index = {name: i for i, name in enumerate(CLASSES)}
+        return pd.DataFrame({"clip": "ravdess:" + table["file"], "true": table["true"].map(index),
+                             "predicted": table["predicted"].map(index)})
+
+    a, b = frame([i < 30 for i in range(40)]), frame([i < 20 or 30 <= i < 34 for i in range(40)])
+    one, three = compare([(a, b)], 4), compare([(a, b)] * 3, 4)
+    assert (three["ci_low"], three["ci_high"]) == (one["ci_low"], one["ci_high"])
+    assert three["clips"] == one["clips"] == 40 and three["test"] == "clip sign-flip"
+    # the sign-flip test on 14 discordant clips approximates the exact McNemar p of one pair (0.1796)
+    assert three["p"] == pytest.approx(one["p"], abs=0.02)
 
 
 def test_runs_on_other_clips_are_not_paired(paired_runs):

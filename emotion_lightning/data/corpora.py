@@ -45,6 +45,10 @@ class Corpus:
             return []
         return find_audio_files(self.root)
 
+    def label_files(self) -> list[Path]:
+        """Files besides the audio that labels are read from: a cached manifest is rebuilt when one changes."""
+        return []
+
     def parse(self, path: Path) -> ClipLabels:
         """Labels from a path; raise ValueError saying what is wrong with the name."""
         raise NotImplementedError
@@ -118,6 +122,9 @@ class CremaD(Corpus):
         super().__init__(root, emotion_map)
         self.demographics_path = self.root / demographics_file
         self._sex_by_actor: dict[str, str] | None = None
+
+    def label_files(self) -> list[Path]:
+        return [self.demographics_path]
 
     def sex_by_actor(self) -> dict[str, str]:
         """Actor id -> 'male'/'female' from the demographics table (empty when the file is missing)."""

@@ -25,7 +25,8 @@ COLUMNS = [
 
 
 def fingerprint(corpora: list[Corpus]) -> str:
-    """Hash of the corpus settings and of every audio file's path, size and mtime."""
+    """Hash of the corpus settings and of every audio file's and label file's path, size and mtime (a label file
+    that is missing hashes as absent, so adding it later rebuilds the manifest)."""
     digest = hashlib.sha1()
     for corpus in corpora:
         settings = {"name": corpus.name, "root": str(corpus.root.resolve()), "map": corpus.emotion_map}
@@ -34,6 +35,10 @@ def fingerprint(corpora: list[Corpus]) -> str:
         for path in corpus.audio_files():
             stat = path.stat()
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        for path in corpus.label_files():
+            stat = path.stat() if path.is_file() else None
+            state = f"{stat.st_size}\0{stat.st_mtime_ns}" if stat else "absent"
+            digest.update(f"{path}\0{state}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -89,8 +89,12 @@ class SpeakerIndependentSplit:
         self.test_speakers = list(test_speakers) if test_speakers else None
 
     def _draw(self, manifest: pd.DataFrame) -> tuple[set[str], set[str]]:
+        """The held-out speakers: the fixed lists as given, the others drawn per corpus from the speakers the
+        fixed ones leave (the same draw as with none fixed wherever that draw did not collide with them)."""
         rng = np.random.default_rng(self.seed)
-        val, test = set(), set()
+        val, test = set(self.val_speakers or ()), set(self.test_speakers or ())
+        if self.val_speakers is not None and self.test_speakers is not None:
+            return val, test
         for corpus, rows in manifest.groupby("corpus", sort=True):
             order = gender_interleaved_speakers(rows, rng)
             if len(order) < 3:
@@ -101,16 +105,16 @@ class SpeakerIndependentSplit:
                 )
             n_test = max(1, round(self.test_fraction * len(order)))
             n_val = max(1, round(self.val_fraction * len(order)))
-            if n_test + n_val >= len(order):
+            if self.test_speakers is None:  # the first n_test of the order, skipping fixed val speakers
+                test.update([s for s in order if s not in val][:n_test])
+            if self.val_speakers is None:  # the next n_val, skipping test speakers (fixed or drawn)
+                val.update([s for s in order[n_test:] + order[:n_test] if s not in test][:n_val])
+            if set(order) <= val | test:
                 raise SettingError(f"split=speaker_independent: fractions leave no training speaker in {corpus}")
-            test.update(order[:n_test])
-            val.update(order[n_test:n_test + n_val])
         return val, test
 
     def assign(self, manifest: pd.DataFrame) -> np.ndarray:
         val, test = self._draw(manifest)
-        val = set(self.val_speakers) if self.val_speakers is not None else val
-        test = set(self.test_speakers) if self.test_speakers is not None else test
         return assign_speakers(manifest, val, test)
 
 

@@ -2,10 +2,16 @@
 
 Two configurations are paired where they have runs with the same seed tested on exactly the same clips (same
 split, seeds and folds) under the same condition; each such pair of runs contributes its clips. The UA
-difference gets a paired percentile bootstrap interval: clips are resampled within each pair of runs (folds hold
-different clips), the same draw for both configurations. McNemar's test compares per-clip correctness with the
-exact two-sided binomial test on the discordant clips (b: only A right, c: only B right; p = min(1, 2 P(X <= min(b, c)))
-for X ~ Binomial(b + c, 1/2)), exact where the chi-square approximation is poor (few discordant clips).
+difference gets a paired percentile bootstrap interval: clips are resampled within each clip set (folds hold
+different clips), the same draw for both configurations and for every pair of runs on those clips (seeds that
+share a test set share its clips' luck, so they are not independent evidence).
+
+The p-value treats the clip as the unit. With one pair of runs per clip set it is McNemar's exact test on
+per-clip correctness: the two-sided binomial test on the discordant clips (b: only A right, c: only B right;
+p = min(1, 2 P(X <= min(b, c))) for X ~ Binomial(b + c, 1/2)), exact where the chi-square approximation is poor.
+With several pairs on the same clips (e.g. 3 seeds on each fold of a fixed split), a clip counted once per seed
+would count as several independent clips, so the test is a sign-flip permutation test on each clip's difference
+in correctness averaged over its pairs (A and B swapped per clip, 10,000 draws).
 """
 
 import logging
@@ -47,23 +53,48 @@ def ua(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
     return metrics_from_confusion(confusion_matrix(true, predicted, num_classes), list(range(num_classes)))["ua"]
 
 
+def sign_flip_p(differences: np.ndarray, rng: np.random.Generator, draws: int = RESAMPLES) -> float:
+    """Two-sided permutation p-value of sum(differences) under the null that each clip's A and B are exchangeable
+    (each difference's sign flipped at random); (1 + as extreme) / (1 + draws), so never 0."""
+    differences = differences[differences != 0]
+    if differences.size == 0:
+        return 1.0
+    observed, extreme = abs(differences.sum()), 0
+    for start in range(0, draws, 1000):
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(1000, draws - start), differences.size))
+        extreme += int((np.abs(signs @ differences) >= observed - 1e-9).sum())
+    return (1 + extreme) / (1 + draws)
+
+
 def compare(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], num_classes: int, seed: int = 0) -> dict:
-    """ΔUA (A - B, mean over the pairs of runs), its paired bootstrap 95% interval, and McNemar over all clips."""
+    """ΔUA (A - B, mean over the pairs of runs), its paired bootstrap 95% interval (one resample of clips per clip
+    set, shared by the pairs on it), and a per-clip test: exact McNemar, or a sign-flip test with replicates."""
     rng = np.random.default_rng(seed)
-    differences, draws = [], np.zeros(RESAMPLES)
+    clip_sets: dict[tuple, list] = {}  # the pairs of runs tested on each set of clips
     for a, b in pairs:
-        true = a["true"].to_numpy()
-        differences.append(ua(true, a["predicted"].to_numpy(), num_classes) - ua(true, b["predicted"].to_numpy(), num_classes))
-        resample = rng.integers(0, len(a), size=(RESAMPLES, len(a)))
-        draws += (resampled_ua(true, a["predicted"].to_numpy(), resample, num_classes)
-                  - resampled_ua(true, b["predicted"].to_numpy(), resample, num_classes))
+        clip_sets.setdefault(tuple(a["clip"]), []).append((a, b))
+    differences, draws, clip_differences = [], np.zeros(RESAMPLES), []
+    for group in clip_sets.values():
+        true = group[0][0]["true"].to_numpy()
+        resample = rng.integers(0, len(true), size=(RESAMPLES, len(true)))
+        for a, b in group:
+            differences.append(ua(true, a["predicted"].to_numpy(), num_classes)
+                               - ua(true, b["predicted"].to_numpy(), num_classes))
+            draws += (resampled_ua(true, a["predicted"].to_numpy(), resample, num_classes)
+                      - resampled_ua(true, b["predicted"].to_numpy(), resample, num_classes))
+        clip_differences.append(np.mean([(a["true"] == a["predicted"]).to_numpy().astype(float)
+                                         - (b["true"] == b["predicted"]).to_numpy() for a, b in group], axis=0))
     draws /= len(pairs)
     low, high = np.percentile(draws, [2.5, 97.5])
     a_correct = np.concatenate([(a["true"] == a["predicted"]).to_numpy() for a, _ in pairs])
     b_correct = np.concatenate([(b["true"] == b["predicted"]).to_numpy() for _, b in pairs])
     only_a, only_b, p = mcnemar_exact(a_correct, b_correct)
+    test = "exact McNemar"
+    if any(len(group) > 1 for group in clip_sets.values()):
+        p, test = sign_flip_p(np.concatenate(clip_differences), rng), "clip sign-flip"
     return {"delta_ua": float(np.mean(differences)), "ci_low": float(low), "ci_high": float(high),
-            "only_a_right": only_a, "only_b_right": only_b, "p_mcnemar": p, "clips": int(len(a_correct))}
+            "only_a_right": only_a, "only_b_right": only_b, "p": p, "test": test,
+            "clips": sum(len(clips) for clips in clip_sets)}
 
 
 def paired_comparisons(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:
@@ -93,7 +124,7 @@ def paired_comparisons(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataF
             first_, second_ = first, second
         rows.append({"A": first_, "B": second_, "condition": shared[0][0], "paired runs": len(pairs), **result})
     columns = ["A", "B", "condition", "paired runs", "clips", "delta_ua", "ci_low", "ci_high", "only_a_right",
-               "only_b_right", "p_mcnemar"]
+               "only_b_right", "p", "test"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -105,5 +136,5 @@ def comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
         "ΔUA [95% CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
                          zip(comparisons["delta_ua"], comparisons["ci_low"], comparisons["ci_high"])],
         "only A right / only B right": comparisons["only_a_right"].astype(str) + " / " + comparisons["only_b_right"].astype(str),
-        "p (exact McNemar)": [f"{p:.3g}" for p in comparisons["p_mcnemar"]],
+        "p": [f"{p:.3g}" for p in comparisons["p"]], "test": comparisons["test"],
     })

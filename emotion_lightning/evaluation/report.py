@@ -297,10 +297,13 @@ def _comparison_sections(runs: pd.DataFrame, metrics: dict, tables: dict, markdo
     heading = "Paired comparisons (same clips): A vs B, ΔUA [95% CI], p"
     text = ("A is the configuration with the higher UA on the shared clips. ΔUA is A's UA minus B's, averaged over "
             "pairs of runs with the same seed and the same test clips; the interval is a paired bootstrap over clips "
-            "(10,000 draws, within each pair of runs); p is McNemar's exact binomial test on per-clip correctness.")
+            "(10,000 draws within each set of clips, shared by the pairs of runs on it); p is McNemar's exact "
+            "binomial test on per-clip correctness, or, where several pairs of runs (seeds) share the same clips, a "
+            "sign-flip permutation test on each clip's correctness difference averaged over them, so that a clip "
+            "counts once. `clips` counts distinct clips.")
     shown = comparison_table(comparisons)
     markdown_parts += [f"## {heading}\n", text + "\n",
-                       "\n".join(f"- {row['A vs B']}: {row['ΔUA [95% CI]']}, p = {row['p (exact McNemar)']}"
+                       "\n".join(f"- {row['A vs B']}: {row['ΔUA [95% CI]']}, p = {row['p']} ({row['test']})"
                                  for row in shown.to_dict("records")) + "\n", aggregate.markdown_frame(shown)]
     return [(heading, note(text) + html_table(shown))]
 
