@@ -140,8 +140,11 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     trainer.test(model, datamodule=datamodule)
     trained_choices, choices = model.trained_choices or {}, config_choices()
+    results = test_report(model, datamodule)
+    if model.trained_clips:  # trained on: the checkpoint's corpora, not the train part of this eval's split
+        results["train_corpora"] = sorted({clip.split(":", 1)[0] for clip in model.trained_clips["train"]})
     report = run_record(
-        cfg, test_report(model, datamodule), model, datamodule,
+        cfg, results, model, datamodule,
         ckpt_path=str(Path(cfg.ckpt_path).resolve()), model=trained.get("model", {}).get("name", "model"),
         augment=trained.get("augment", {}).get("name", "none"),
         data=choices.get("data", trained_choices.get("data", "custom")),

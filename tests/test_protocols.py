@@ -171,4 +171,9 @@ def test_aggregate_groups_runs_and_builds_tables(tmp_path):
     assert "| resnet | none | combined | cross_corpus | clean |  |  | 1 |  | 0.300 |" in table  # no val UA recorded
     assert summary["speaker_kfold"]["train_seconds"] == pytest.approx(1.0)
     matrix = cross_corpus_matrix(runs)
-    assert matrix.loc["ravdess", "crema_d"] == pytest.approx(0.3) and matrix.shape == (1, 1)
+    assert matrix.loc["resnet: ravdess", "crema_d"] == pytest.approx(0.3) and matrix.shape == (1, 1)
+    # another model on the same corpora is its own row, never averaged into resnet's cell
+    write("y", model="simple_cnn", data="combined", split="cross_corpus", seed=0, test_ua=0.5, test_wa=0.5,
+          test_macro_f1=0.5, train_corpora=["ravdess"], test_corpora=["crema_d"])
+    matrix = cross_corpus_matrix(read_runs(tmp_path))
+    assert matrix["crema_d"].to_dict() == {"resnet: ravdess": pytest.approx(0.3), "simple_cnn: ravdess": pytest.approx(0.5)}

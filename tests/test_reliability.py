@@ -182,6 +182,22 @@ def test_bad_audio_is_skipped_with_reasons_and_odd_audio_is_used(tmp_path):
             assert waveform.shape[1] == 48000 and torch.isfinite(frontend(waveform)).all()
 
 
+def test_undecodable_audio_behind_per_file_symlinks_is_skipped_too(tmp_path):
+    # DVC and git-annex keep each file as a symlink into a store; the cache reports failures by resolved path
+    root, store = tmp_path / "ravdess", tmp_path / "store"
+    make_ravdess(root, actors=range(3, 13))
+    kinds = write_bad_and_odd_files(store)
+    (root / "Actor_01").mkdir()
+    for name in kinds.values():
+        (root / "Actor_01" / name).symlink_to(store / name)
+    datamodule = EmotionDataModule({"ravdess": Ravdess(root, emotion_map("ravdess"))}, list(EMOTIONS),
+                                   RandomSplit(seed=0), cache_dir=str(tmp_path / "cache"), batch_size=64)
+    datamodule.setup()
+    used = {Path(p).name for p in datamodule.manifest["path"]}
+    assert kinds["nan samples"] not in used and kinds["inf samples"] not in used  # pass the header, fail decoding
+    assert kinds["silence"] in used
+
+
 def test_fuzzed_files_either_load_or_raise_audio_error(tmp_path):
     """Seeded fuzzing of the audio reader: random bytes, truncations and bit flips of real encodings."""
     rng = np.random.default_rng(1234)

@@ -99,6 +99,20 @@ def test_eval_cross_corpus_on_every_tess_clip(fixture_run, data_dir, tmp_path):
     assert sorted(metrics["breakdowns"]["speaker"]) == ["tess:OAF", "tess:YAF"]
 
 
+def test_eval_on_another_corpus_counts_as_trained_on_the_checkpoints_corpus(fixture_run, data_dir, tmp_path):
+    from emotion_lightning.evaluation.aggregate import cross_corpus_matrix, read_runs
+
+    best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
+    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+                      f"hydra.run.dir={tmp_path}/eval", "data=tess", "split=random")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    # the split's own train part is TESS; the checkpoint learned RAVDESS, so this is RAVDESS -> TESS
+    assert metrics["train_corpora"] == ["ravdess"] and metrics["test_corpora"] == ["tess"]
+    matrix = cross_corpus_matrix(read_runs(tmp_path))
+    assert matrix.loc["resnet: ravdess", "tess"] == pytest.approx(metrics["test_ua"]) and matrix.shape == (1, 1)
+
+
 def test_eval_of_a_missing_checkpoint_says_so(tmp_path):
     result = run_eval(f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr

@@ -18,7 +18,7 @@ from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
 from emotion_lightning.data.transforms import Chain, ClipContext, Codec
-from emotion_lightning.data.waveform_cache import WaveformCache
+from emotion_lightning.data.waveform_cache import WaveformCache, resolved
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,8 @@ class EmotionDataModule(L.LightningDataModule):
         cache = WaveformCache.open_or_build(manifest["path"].tolist(), self.sample_rate, self.cache_dir)
         for path, reason in cache.failed.items():
             log.warning("skipped %s: %s", path, reason)
-        usable = ~manifest["path"].isin(cache.failed).to_numpy()
+        # the cache names files by resolved path: a corpus of per-file symlinks (DVC, git-annex) must match too
+        usable = ~pd.Series(resolved(manifest["path"].tolist())).isin(cache.failed).to_numpy()
         cache_rows = np.flatnonzero(usable)
         manifest = manifest[usable].reset_index(drop=True)
 

@@ -186,11 +186,32 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def cross_corpus_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean test UA with train corpora as rows and test corpora as columns (runs that test elsewhere)."""
+    """Mean test UA of runs that test on other corpora than they trained on (an eval: its checkpoint's corpora),
+    one row per configuration and train corpora, test corpora as columns: a cell pools only runs alike but for
+    their data and split settings (and seed and fold), never two models or conditions."""
     crossing = runs[(runs["train_corpora"] != "") & (runs["train_corpora"] != runs["test_corpora"])]
     if crossing.empty:
         return None
-    return crossing.pivot_table(index="train_corpora", columns="test_corpora", values="test_ua", aggfunc="mean")
+    rows = protocol_free_rows(crossing) + ": " + crossing["train_corpora"]
+    return crossing.assign(row=rows).pivot_table(index="row", columns="test_corpora", values="test_ua",
+                                                 aggfunc="mean").rename_axis(index="train_corpora")
+
+
+def protocol_free_rows(runs: pd.DataFrame) -> pd.Series:
+    """Each run's configuration without its data and split settings (which a cross-corpus table spreads over its
+    cells): model and augmentation, `(eval)` and the condition where they vary, and any other setting that tells
+    rows apart."""
+    def is_protocol(key: str) -> bool:
+        return key.split(".")[0] in ("data", "split") or key.startswith(("trained.data", "trained.split"))
+
+    keys = runs["settings"].map(lambda settings: identity({k: v for k, v in settings.items() if not is_protocol(k)}))
+    base = model_labels(runs)
+    if runs["condition"].nunique() > 1:
+        base = base + " / " + runs["condition"].astype(str)
+    if runs["kind"].nunique() > 1:
+        base = base + runs["kind"].map({"eval": " (eval)", "train": ""})
+    variant = distinguishing(base, keys, runs["settings"], skip=is_protocol)
+    return base + variant.map(lambda text: f" [{text}]" if text else "")
 
 
 def model_labels(runs: pd.DataFrame) -> pd.Series:
