@@ -245,6 +245,19 @@ def fixture_datamodule(data_dir, tmp_path, split, classes=EMOTIONS):
     return EmotionDataModule({"ravdess": corpus}, list(classes), split, cache_dir=str(tmp_path / "cache"))
 
 
+def test_cross_corpus_testing_classes_training_never_saw_is_refused_with_the_classes_to_keep(data_dir, tmp_path):
+    from emotion_lightning.data.corpora import CremaD
+    from emotion_lightning.data.splits import CrossCorpusSplit
+
+    corpora = {"crema_d": CremaD(data_dir / "crema_d", emotion_map("crema_d")),
+               "ravdess": Ravdess(data_dir / "ravdess", emotion_map("ravdess"))}
+    module = EmotionDataModule(corpora, list(EMOTIONS), CrossCorpusSplit(["crema_d"], ["ravdess"]),
+                               cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"tests classes \['calm', 'surprised'\] that have no training clip.*"
+                                         r"data.classes=\[neutral,happy,sad,angry,fearful,disgust\]"):
+        module.setup()
+
+
 def test_classes_that_match_no_clip_are_refused_before_training(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"no clips left after keeping data.classes=\['bored'\]"):
         fixture_datamodule(data_dir, tmp_path, RandomSplit(), classes=["bored"]).setup()

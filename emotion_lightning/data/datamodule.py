@@ -348,7 +348,8 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _check_test_classes(self, manifest: pd.DataFrame, assignment: np.ndarray) -> None:
         """A class trained on but never tested makes UA and macro-F1 silently skip it: refuse, unless the
-        protocol tests on other corpora (cross-corpus), where missing classes are expected."""
+        protocol tests on other corpora (cross-corpus), where missing classes are expected. A class tested but
+        never trained on scores 0 by construction: always refused."""
         in_train = set(manifest["emotion"][assignment == "train"])
         in_test = set(manifest["emotion"][assignment == "test"])
         untested = [c for c in self.classes if c in in_train and c not in in_test]
@@ -357,6 +358,12 @@ class EmotionDataModule(L.LightningDataModule):
                 f"the split leaves classes {untested} with training clips but no test clip; hold out more "
                 "speakers (split.test_fraction), pick another split.seed, or drop them from data.classes"
             )
+        unlearned = [c for c in self.classes if c in in_test and c not in in_train]
+        if unlearned:  # e.g. RAVDESS's calm and surprised when training on CREMA-D: recall 0 by construction
+            shared = [c for c in self.classes if c in in_train and c in in_test]
+            raise SettingError(
+                f"the split tests classes {unlearned} that have no training clip: the model can never predict them, "
+                f"and UA would count each as 0; keep the classes both sides have: data.classes=[{','.join(shared)}]")
         absent = [c for c in self.classes if c not in in_test]
         if absent:
             log.warning("classes %s have no test clip; UA and macro-F1 average over the classes present", absent)
