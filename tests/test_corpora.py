@@ -73,6 +73,17 @@ def test_crema_d_demographics_added_after_the_first_scan_rebuild_the_cached_mani
     assert set(after["gender"]) == {"male", "female"}
 
 
+@pytest.mark.parametrize("corpus, emotion_map_, code", [
+    (Tess, {"surprise": "surprised"}, "surprise"),  # TESS's code is ps
+    (Ravdess, {1: "neutral"}, "1"),  # an unquoted YAML key: RAVDESS's codes are "01".."08"
+    (CremaD, {"ang": "angry"}, "ang"),
+])
+def test_emotion_map_codes_no_file_carries_are_refused_naming_the_config(corpus, emotion_map_, code):
+    # such a key matched no clip, so its class silently vanished from the data
+    with pytest.raises(ValueError, match=rf"emotion_map has codes \['{code}'\] that no .* conf/corpus/{corpus.name}"):
+        corpus("unused", emotion_map_)
+
+
 @pytest.mark.parametrize("level, intensity", [("LO", "low"), ("MD", "medium"), ("HI", "high"), ("XX", "unspecified")])
 def test_crema_d_levels(level, intensity, tmp_path):
     labels = CremaD(tmp_path, emotion_map("crema_d")).parse(Path(f"1001_DFA_ANG_{level}.wav"))

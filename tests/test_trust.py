@@ -243,6 +243,20 @@ def test_report_shows_the_leaderboard_comparison_speakers_and_learning_curves(pa
     assert (tmp_path / "report" / "comparisons.csv").is_file()
 
 
+def test_per_emotion_f1_leaves_out_a_class_a_run_never_tested_or_predicted():
+    from emotion_lightning.evaluation.report import per_emotion_f1
+
+    def run(confusion):  # classes a, b, c; c untested in the first run (cross-corpus), tested in the second
+        scores = metrics_from_confusion(np.array(confusion), ["a", "b", "c"])
+        return {"per_class": scores["per_class"], "confusion_matrix": confusion}
+
+    metrics = {"r1": run([[2, 0, 0], [0, 2, 0], [0, 0, 0]]), "r2": run([[1, 1, 0], [0, 2, 0], [0, 0, 2]])}
+    runs = pd.DataFrame({"configuration": ["x", "x"], "run_dir": ["r1", "r2"]})
+    table = per_emotion_f1(runs, metrics)
+    assert table.loc["x", "c"] == pytest.approx(1.0)  # the second run's F1 alone, not (0 + 1) / 2
+    assert table.loc["x", "a"] == pytest.approx((1.0 + 2 / 3) / 2)
+
+
 def test_chart_rows_drop_the_fields_every_configuration_shares_and_the_title_names_them():
     labels = ["simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=null]",
               "simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=ExponentialMovingAverage]",

@@ -32,12 +32,18 @@ class Corpus:
     """A corpus on disk: where it is, how its names are parsed, how its emotions map to the taxonomy."""
 
     name = "corpus"
+    emotion_codes: frozenset[str] = frozenset()  # the codes `parse` returns; the emotion map's keys must be among them
 
     def __init__(self, root: str | Path, emotion_map: dict):
         # Resolved, so manifest rows (and the waveform cache keyed on them) are the same whichever way the data
         # dir is spelled (`../shared/data`, its absolute path, a symlink).
         self.root = Path(root).resolve()
         self.emotion_map = check_emotion_map(self.name, emotion_map)
+        unknown = sorted(set(self.emotion_map) - self.emotion_codes)
+        if self.emotion_codes and unknown:  # such a key matches no clip: its class would silently shrink or vanish
+            raise SettingError(f"{self.name}: emotion_map has codes {unknown} that no {self.name} file carries; use "
+                               f"its codes {sorted(self.emotion_codes)} (quote codes that look like numbers in YAML) in "
+                               f"conf/corpus/{self.name}.yaml")
 
     def audio_files(self) -> list[Path]:
         """Every file with an audio extension under the root, in a stable order."""
@@ -65,6 +71,7 @@ class Ravdess(Corpus):
     statement, repetition, actor); odd actors are male."""
 
     name = "ravdess"
+    emotion_codes = frozenset(RAVDESS_EMOTIONS)
     def __init__(self, root: str | Path, emotion_map: dict, vocal_channel: str = "speech"):
         super().__init__(root, emotion_map)
         if vocal_channel not in RAVDESS_CHANNELS:
@@ -118,6 +125,7 @@ class CremaD(Corpus):
     """CREMA-D: `AudioWAV/AAAA_SSS_EEE_LL.wav`; actor sex from `VideoDemographics.csv` when present."""
 
     name = "crema_d"
+    emotion_codes = frozenset(CREMA_D_EMOTIONS)
     def __init__(self, root: str | Path, emotion_map: dict, demographics_file: str = "VideoDemographics.csv"):
         super().__init__(root, emotion_map)
         self.demographics_path = self.root / demographics_file
@@ -193,6 +201,7 @@ class Tess(Corpus):
     female. The folder decides speaker and emotion because some file names carry typos."""
 
     name = "tess"
+    emotion_codes = frozenset(TESS_EMOTION_SPELLINGS.values())
     def parse(self, path: Path) -> ClipLabels:
         speaker, _, emotion_spelling = path.parent.name.partition("_")
         speaker = speaker.upper()

@@ -93,9 +93,14 @@ def summary_table(summary: list[dict]) -> pd.DataFrame:
 
 
 def per_emotion_f1(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:
-    """Mean test F1 of each emotion (columns) per configuration (rows), over its runs."""
-    rows = [{"configuration": label, **{name: scores["f1"] for name, scores in metrics[d]["per_class"].items()}}
-            for label, d in zip(runs["configuration"], runs["run_dir"])]
+    """Mean test F1 of each emotion (columns) per configuration (rows), over the runs where the emotion was tested
+    or predicted: a class absent from a run's test clips (cross-corpus) has no F1 there, not 0."""
+    rows = []
+    for label, d in zip(runs["configuration"], runs["run_dir"]):
+        confusion = np.asarray(metrics[d]["confusion_matrix"])  # rows true, columns predicted
+        seen = confusion.sum(axis=0) + confusion.sum(axis=1) > 0
+        rows.append({"configuration": label, **{name: scores["f1"] if seen[i] else np.nan
+                                                for i, (name, scores) in enumerate(metrics[d]["per_class"].items())}})
     return pd.DataFrame(rows).groupby("configuration", sort=True).mean()
 
 
