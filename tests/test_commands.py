@@ -101,6 +101,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert (tmp_path / "metrics.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_a_killed_attempts_checkpoint_temporaries_are_swept_at_the_next_save(tmp_path):
+    from emotion_lightning.training.checkpoints import AtomicCheckpointIO
+
+    stale = tmp_path / ".last.ckpt.0a1b2c3d.tmp"  # what SIGKILL during a save leaves: never renamed, never removed
+    stale.write_bytes(b"x" * 1000)
+    other = tmp_path / ".metrics.json.0a1b2c3d.tmp"  # not a checkpoint's: left alone
+    other.write_text("{}")
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1}, tmp_path / "epoch001.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.json.0a1b2c3d.tmp", "epoch001.ckpt"]
+
+
 def test_default_folders_are_under_the_project_root_whatever_the_cwd(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

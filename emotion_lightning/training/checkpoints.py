@@ -12,7 +12,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temporary file and a rename: a process killed while
     saving leaves the previous checkpoint intact instead of a truncated one."""
 
+    swept = False
+
     def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if not self.swept:  # temporaries a killed earlier attempt left (a whole checkpoint's size each)
+            for stale in Path(path).parent.glob(".*.ckpt.*.tmp"):
+                stale.unlink(missing_ok=True)
+            self.swept = True
         with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
 
