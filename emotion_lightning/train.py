@@ -8,7 +8,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
-from emotion_lightning.data.errors import UsageError
+from emotion_lightning.data.errors import SettingError, UsageError
 from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
@@ -19,10 +19,14 @@ from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_
 from emotion_lightning.training.run_facts import resolved_config, run_record
 
 log = logging.getLogger(__name__)
+MONITORS = ("val_ua", "val_wa", "val_macro_f1")  # logged each validation epoch; higher is better
 
 
 def train(cfg: DictConfig) -> dict:
     """Train and test the configured model; write metrics.json and plots to the run dir."""
+    if cfg.monitor not in MONITORS:  # checkpointing, early stopping and the plateau scheduler all maximise it
+        raise SettingError(f"monitor={cfg.monitor}; use a validation score where higher is better: "
+                           f"{', '.join(MONITORS)}")
     resume_from = checked_resume(cfg)  # before anything is written into the run dir
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -55,8 +59,9 @@ def main(cfg: DictConfig) -> float | None:
             raise
         finally:
             finish_wandb(failed)
-    # The validation score, for Hydra sweepers that optimise a value (e.g. Optuna): never tune on test.
-    return report.get(f"best_{cfg.monitor}") or report["test_ua"]
+    # The validation score, for Hydra sweepers that optimise a value (e.g. Optuna); None where the run has none
+    # (classical models, ensembles, fast_dev_run): never tune on test.
+    return report.get(f"best_{cfg.monitor}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,15 @@ def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
 
 
 @pytest.mark.slow  # runs the command in a subprocess (seconds)
+def test_a_monitor_where_lower_is_better_is_refused(tmp_path):
+    # checkpointing, early stopping and ReduceLROnPlateau maximise the monitor: val_loss would keep the worst epoch
+    result = run_command("train", "monitor=val_loss", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("error: monitor=val_loss; use a validation score where higher is better: "
+                                          "val_ua, val_wa, val_macro_f1")
+
+
+@pytest.mark.slow  # runs the command in a subprocess (seconds)
 def test_eval_names_a_split_setting_given_without_its_split(tmp_path):
     """`split.fold=1` alone: Hydra would say `Key 'split' is not in struct` and suggest `+split.fold=1`."""
     result = run_command("eval", f"ckpt_path={tmp_path}/any.ckpt", "split.fold=1", cwd=tmp_path)

@@ -99,6 +99,14 @@ def test_every_condition_degrades_a_clip_and_names_itself(condition, compose_tra
     assert (cfg.robustness.snr_db is not None) == (condition.startswith("noise") or condition == "combined")
 
 
+def test_a_field_set_on_top_of_augment_none_applies(compose_train):
+    # the preset's name is a label: a run recorded with augment.mixup_alpha=0.2 must have mixed up
+    from emotion_lightning.training.build import build_model
+
+    assert build_model(compose_train(["augment=none", "augment.mixup_alpha=0.2"])).mixup_alpha == 0.2
+    assert build_model(compose_train(["augment=none"])).mixup_alpha == 0.0
+
+
 @pytest.mark.parametrize("augment", options("augment"))
 def test_every_augmentation_preset_applies_to_the_resnet(augment, compose_train):
     from emotion_lightning.training.build import build_model

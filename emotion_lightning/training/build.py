@@ -51,13 +51,15 @@ def waveform_augmentation(cfg: DictConfig) -> tuple:
 
 
 def augmentation(cfg: DictConfig) -> dict:
-    """The model's constructor arguments for batch augmentation, SpecAugment and mixup; none when `augment=none`."""
+    """The model's constructor arguments for batch augmentation, SpecAugment and mixup; none when no field asks
+    for any. Decided by the fields, not the preset's name: `augment=none augment.mixup_alpha=0.2` mixes up."""
     augment = cfg.get("augment")
-    if not augment or augment.get("name", "none") == "none":
+    if not augment:
         return {}
-    spec_augment = instantiate(augment.spec_augment) if augment.get("spec_augment") else None
-    return {"spec_augment": spec_augment, "mixup_alpha": augment.get("mixup_alpha", 0.0),
-            "batch_augment": waveform_augmentation(cfg)[0]}
+    arguments = {"spec_augment": instantiate(augment.spec_augment) if augment.get("spec_augment") else None,
+                 "mixup_alpha": augment.get("mixup_alpha", 0.0), "batch_augment": waveform_augmentation(cfg)[0]}
+    wanted = arguments["spec_augment"] is not None or arguments["mixup_alpha"] or arguments["batch_augment"] is not None
+    return arguments if wanted else {}
 
 
 def build_model(cfg: DictConfig):
