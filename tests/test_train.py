@@ -138,6 +138,16 @@ def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, t
     assert metrics["best_epoch"] is None and sum(map(sum, metrics["confusion_matrix"])) == 15
 
 
+def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, fixture_run, tmp_path):
+    # the members trained with seed=1; seed=2 draws other test speakers, some of them the members' training ones
+    checkpoints = sorted(str(p) for p in (fixture_run / "checkpoints").glob("*.ckpt"))
+    result = run_train("model=ensemble", f"model.checkpoints=[{','.join(checkpoints)}]", f"paths.data_dir={data_dir}",
+                       f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}", "seed=2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.checkpoints[0] trained or validated on" in result.stderr and "would be inflated" in result.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_eval_sweep_over_conditions_gives_the_robustness_table_and_snr_plot(fixture_run, data_dir, tmp_path):
     from emotion_lightning.aggregate import main as aggregate_main
 
