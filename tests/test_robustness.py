@@ -222,6 +222,24 @@ def test_augmentation_settings_that_cannot_apply_are_refused():
         Gain(3, p=2)
 
 
+def test_a_classical_model_is_tested_under_the_condition_not_on_clean_features(compose_train, data_dir, tmp_path):
+    # it describes whole clips from a cache of clean waveforms: the condition used to be skipped entirely
+    from emotion_lightning.training.build import build_datamodule, build_model
+
+    results = {}
+    for condition in ("clean", "noise_babble"):
+        cfg = compose_train(["model=svm", f"robustness={condition}", f"paths.data_dir={data_dir}",
+                             f"paths.cache_dir={tmp_path}/cache"])
+        datamodule, model = build_datamodule(cfg), build_model(cfg)
+        model.fit_and_test(datamodule)
+        results[condition] = model.test_results
+    test = datamodule.datasets["test"]
+    clean, degraded = np.asarray(test.stack[test.rows[0]]), test.degraded_whole(0)
+    assert len(degraded) == len(clean) and not np.allclose(degraded, clean)  # the whole clip, degraded
+    np.testing.assert_array_equal(degraded, test.degraded_whole(0))  # seeded per clip
+    assert results["noise_babble"]["confusion_matrix"] != results["clean"]["confusion_matrix"]
+
+
 def test_train_wires_augmentation_to_training_clips_and_the_condition_to_test_clips(compose_train, data_dir, tmp_path):
     from emotion_lightning.training.build import build_datamodule, build_model
     from emotion_lightning.training.run_facts import condition_facts

@@ -242,6 +242,17 @@ class ClipDataset(Dataset):
         context = ClipContext(self.sample_rate, lambda r, n: self.other_clips(index, r, n))
         return np.ascontiguousarray(self.transform(clip, rng, context), dtype=np.float32)
 
+    def degraded_whole(self, index: int) -> np.ndarray:
+        """Item `index`'s whole clip (not a crop) under the test condition, seeded as `degrade` seeds its crop:
+        for models that describe whole clips (models/classical.py). Babble's voices are tiled to its length."""
+        clip = np.asarray(self.stack[self.rows[index]], dtype=np.float32)
+        if not self.transform:
+            return clip
+        rng = np.random.default_rng((self.transform_seed, int(self.rows[index])))
+        context = ClipContext(self.sample_rate, lambda r, n: [np.resize(voice, len(clip))
+                                                              for voice in self.other_clips(index, r, n)])
+        return np.ascontiguousarray(self.transform(clip, rng, context), dtype=np.float32)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         clips, labels = self.__getitems__([index])
         return clips[0], int(labels[0])

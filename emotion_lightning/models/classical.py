@@ -91,6 +91,10 @@ class FeatureClassifier:
         train_y = np.concatenate([parts["train"][1], parts["val"][1]])
         self.pipeline.fit(train_x, train_y)
         test_x, test_y = parts["test"]
+        test = datamodule.datasets["test"]
+        if test.transform:  # a robustness condition: the test clips' features under it, not the clean cache's
+            test_x = np.stack([engineered_features(test.degraded_whole(i), test.sample_rate)
+                               for i in tqdm(range(len(test)), desc="test features under the condition", unit="clip")])
         predicted = self.pipeline.predict(test_x)
         confusion = confusion_matrix(test_y, predicted, len(self.classes))
         self.test_results = {**metrics_from_confusion(confusion, self.classes), "confusion_matrix": confusion.tolist(),
