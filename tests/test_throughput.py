@@ -225,6 +225,22 @@ def test_long_clips_are_encoded_in_windows_and_cropped_in_frames(tmp_path):
     assert torch.allclose(torch.from_numpy(np.asarray(store[1][:25])), first_window, atol=1e-5)
 
 
+def test_validation_features_are_the_audio_path_s_for_long_clips_where_whole_clip_frames_are_not(tmp_path):
+    network = tiny_whisper()
+    waves = waveform_store(tmp_path, [8000 + 4001, 20000, 5000])  # longer than the 0.5 s crop twice, and shorter
+    whole, frames = frozen_features(network, waves, tmp_path / "cache", dtype="float32")
+    centre, _ = frozen_features(network, waves, tmp_path / "cache", dtype="float32", centre_crops=True)
+    rows, labels = np.arange(3), np.array([0, 1, 2])
+    audio = ClipDataset(waves, rows, labels, 8000, random_crop=False).__getitems__([0, 1, 2])[0]
+    with torch.no_grad():
+        from_audio = network(audio)  # what test and `eval part=val` compute
+        from_centre = network(ClipDataset(centre, rows, labels, frames, random_crop=False).__getitems__([0, 1, 2])[0])
+        from_whole = network(ClipDataset(whole, rows, labels, frames, random_crop=False).__getitems__([0, 1, 2])[0])
+    assert centre[0].shape == (frames, 3, 32) and torch.allclose(from_centre, from_audio, atol=1e-5)
+    assert not torch.allclose(from_whole[:2], from_audio[:2], atol=1e-3)  # frames of the whole clip's encoding
+    assert whole.index["key"] != centre.index["key"]
+
+
 def test_the_feature_cache_is_reused_rebuilt_when_its_key_changes_and_never_half_written(tmp_path, monkeypatch):
     waves = waveform_store(tmp_path, [8000, 9000])
     writes = []

@@ -5,7 +5,11 @@ store holds, per clip of the waveform cache, the kept layers' frames (frames, la
 (float16 by default: half the disk and memory of float32, well within the head's precision). It is keyed by the
 encoder (its config and a digest of its weights, so a fine-tuned or another checkpoint never reads stale
 features), the layers kept, the dtype, the audio (the waveform cache's key, rate and clip length) and the kind of
-device that computes them; another key builds another store. Training crops `crop_frames` frames of a clip's sequence, as the audio path crops samples.
+device that computes them; another key builds another store. Training crops `crop_frames` frames of a clip's sequence, as the audio path crops samples. Validation reads a
+second store, the encoding of each clip's centre crop alone (`centre_crops`): for a clip longer than the crop,
+frames cut from the whole clip's encoding differ from the crop's own (the encoder's attention and normalisation see
+other audio), and the checkpoint is chosen on validation scores that must equal what `eval part=val` and the
+test's audio path compute.
 
 Whisper's encoder here sees windows of `clip_seconds` (its positions are truncated to the clip): a longer clip is
 encoded in consecutive windows, the last one aligned to the clip's end, and their frames are joined; a clip no
@@ -39,11 +43,12 @@ def encoder_digest(network: PretrainedEncoderClassifier) -> str:
     return digest.hexdigest()
 
 
-def feature_key(network: PretrainedEncoderClassifier, audio_key: str, dtype: str, device: torch.device) -> str:
+def feature_key(network: PretrainedEncoderClassifier, audio_key: str, dtype: str, device: torch.device,
+                centre_crops: bool = False) -> str:
     """The store's name. The device type is part of it: GPU kernels round differently, and a run must read the
     features its own kind of device computes."""
     fields = [encoder_digest(network), network.layers, dtype, audio_key, network.sample_rate, network.clip_samples,
-              device.type]
+              device.type] + (["centre crops"] if centre_crops else [])
     return hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:16]
 
 
@@ -99,23 +104,43 @@ def hidden_rows(network: PretrainedEncoderClassifier, cache: ArrayStore, batch_s
     progress.close()
 
 
+@torch.no_grad()
+def centre_crop_rows(network: PretrainedEncoderClassifier, cache: ArrayStore, batch_size: int, device: torch.device):
+    """Yield each clip's kept hidden states of its centre `clip_seconds` crop (zero-padded at the end when shorter),
+    in the cache's order: exactly what the audio path gives validation and test (ClipDataset's centre crop)."""
+    samples = network.clip_samples
+    empty = np.zeros((0, len(network.layers), network.width), np.float32)
+    progress = tqdm(total=len(cache), desc="frozen encoder features of centre crops (once)", unit="clip")
+    for first in range(0, len(cache), batch_size):
+        clips = [np.asarray(cache[row], dtype=np.float32) for row in range(first, min(first + batch_size, len(cache)))]
+        crops = [clip[max(len(clip) - samples, 0) // 2:][:samples] for clip in clips]
+        batch = np.stack([np.pad(crop, (0, samples - len(crop))) for crop in crops])
+        hidden = network.encode(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+        yield from (row if len(clip) else empty for clip, row in zip(clips, hidden))
+        progress.update(len(clips))
+    progress.close()
+
+
 def frozen_features(network: PretrainedEncoderClassifier, cache: ArrayStore, cache_dir: str | Path,
-                    dtype: str = "float16", batch_size: int = 16, device: str = "auto") -> tuple[ArrayStore, int]:
+                    dtype: str = "float16", batch_size: int = 16, device: str = "auto",
+                    centre_crops: bool = False) -> tuple[ArrayStore, int]:
     """The feature store of `network`'s frozen encoder over every clip of `cache` (built on first use), and the
-    frames of one crop."""
+    frames of one crop. `centre_crops`: each row is the encoding of the clip's centre crop alone (validation's
+    features, equal to the audio path's), not the whole clip's frames (training's, cropped at random)."""
     if not network.freeze_encoder:
         raise ValueError("the feature cache serves frozen encoders only; a fine-tuned encoder changes every step "
                          "(set feature_cache.enabled=false, or model.network.freeze_encoder=true)")
     check_dtype(dtype, "feature_cache.dtype")
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
-    key = feature_key(network, cache.index["key"], dtype, device)
+    key = feature_key(network, cache.index["key"], dtype, device, centre_crops)
     directory = Path(cache_dir) / "features"
     was_training, home = network.training, next(network.parameters()).device
 
     def build():
         def rows():
-            for row in hidden_rows(network, cache, batch_size, device):
+            encoded = centre_crop_rows if centre_crops else hidden_rows
+            for row in encoded(network, cache, batch_size, device):
                 stored = row.astype(dtype)
                 if not np.isfinite(stored).all():
                     raise ValueError(f"encoder features exceed {dtype}'s range; set feature_cache.dtype=float32")

@@ -74,7 +74,8 @@ def build_model(cfg: DictConfig):
 
 def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
     """A frozen pretrained encoder's train and val clips come from its feature cache (`feature_cache.enabled`):
-    hidden states computed once, so epochs run only the layer mix and the head. The test part stays on audio."""
+    hidden states computed once, so epochs run only the layer mix and the head (val from the centre crops' own
+    encodings, equal to the audio path's). The test part stays on audio."""
     settings = cfg.get("feature_cache")
     network = getattr(model, "network", None)
     if not (settings and settings.enabled and isinstance(network, PretrainedEncoderClassifier)
@@ -84,8 +85,11 @@ def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
         raise SettingError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache "
                            "holds the clean clips' hidden states: set feature_cache.enabled=false to augment through "
                            "the encoder, or use augment=none or augment=mixup")
-    store, frames = frozen_features(network, datamodule.cache, settings.dir, dtype=settings.dtype,
-                                    batch_size=settings.batch_size, device=settings.device)
+    options = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": settings.device}
+    store, frames = frozen_features(network, datamodule.cache, settings.dir, **options)
+    centre, _ = frozen_features(network, datamodule.cache, settings.dir, centre_crops=True, **options)
     # a mean-pooling head needs only each crop's mean over its frames (ResidentCropMeans: no frames copied)
-    datamodule.use_features(store, frames, crop_means=network.pooling == "mean")
+    crop_means = network.pooling == "mean"
+    datamodule.use_features(store, frames, parts=("train",), crop_means=crop_means)
+    datamodule.use_features(centre, frames, parts=("val",), crop_means=crop_means)  # scored as eval part=val scores
     return True
