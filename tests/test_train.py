@@ -148,6 +148,18 @@ def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, 
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_a_failed_job_of_an_eval_sweep_is_recorded_for_the_report(fixture_run, data_dir, tmp_path):
+    from emotion_lightning.evaluation.unfinished import read_unfinished
+
+    best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
+    result = run_eval("-m", f"ckpt_path={best},{tmp_path}/nope.ckpt", f"paths.data_dir={data_dir}",
+                      f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr
+    failed = read_unfinished(tmp_path / "sweep")  # its run dir used to be deleted: the report said 1 finished, 0 failed
+    assert list(failed["status"]) == ["failed"] and "nope.ckpt does not exist" in failed["error"][0]
+    assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 1
+
+
 def test_eval_sweep_over_conditions_gives_the_robustness_table_and_snr_plot(fixture_run, data_dir, tmp_path):
     from emotion_lightning.aggregate import main as aggregate_main
 

@@ -257,6 +257,24 @@ def test_per_emotion_f1_leaves_out_a_class_a_run_never_tested_or_predicted():
     assert table.loc["x", "a"] == pytest.approx((1.0 + 2 / 3) / 2)
 
 
+def test_a_sweep_whose_every_job_failed_is_reported_with_each_error_on_its_row(tmp_path):
+    for job in ("0_resnet", "1_resnet"):
+        (tmp_path / "sweep" / job).mkdir(parents=True)
+        (tmp_path / "sweep" / job / "failure.json").write_text(json.dumps({
+            "error": "MissingFileError: No audio found under data/.\nRAVDESS goes in data/ravdess", "overrides": []}))
+    tables = build_report(tmp_path / "sweep", tmp_path / "report")  # used to crash on the empty results
+    assert list(tables["jobs"]["status"]) == ["failed", "failed"]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| 0_resnet")]
+    assert len(rows) == 2  # the failed jobs' table and the jobs table, each row whole on one line
+    assert all(row.endswith("No audio found under data/. RAVDESS goes in data/ravdess |") for row in rows)
+
+
+def test_a_report_over_a_folder_that_does_not_exist_is_refused(paired_runs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder: .*kfold6_tpyo"):
+        build_report([paired_runs, tmp_path / "kfold6_tpyo"], tmp_path / "report")
+
+
 def test_chart_rows_drop_the_fields_every_configuration_shares_and_the_title_names_them():
     labels = ["simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=null]",
               "simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=ExponentialMovingAverage]",

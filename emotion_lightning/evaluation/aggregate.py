@@ -254,7 +254,8 @@ def markdown_frame(table: pd.DataFrame, index: bool = False) -> str:
     def cell(value) -> str:
         if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
             return ""
-        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+        # a multi-line error message would end the table's row half-way
+        return f"{value:.3f}" if isinstance(value, float) else " ".join(str(value).split("\n")).replace("|", "\\|")
 
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|---" * len(table.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]

@@ -55,11 +55,13 @@ def read_results(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
 
 def job_table(root: Path, runs: pd.DataFrame, metrics: dict[str, dict], unfinished: pd.DataFrame) -> pd.DataFrame:
     """One row per job: finished ones with their scores, failed or unfinished ones with why."""
-    settings = runs["configuration"].str.partition(" [")[2].str.rstrip("]")
-    settings = settings.where(runs["kind"] != "eval", ("eval; " + settings).str.rstrip("; "))
-    finished = runs.assign(status="ok", error="", settings=settings,
-                           best_val_ua=[metrics[d].get("best_val_ua") for d in runs["run_dir"]],
-                           best_epoch=[metrics[d].get("best_epoch") for d in runs["run_dir"]])
+    finished = runs  # empty where every job failed or is still running: the table lists those alone
+    if not runs.empty:
+        settings = runs["configuration"].str.partition(" [")[2].str.rstrip("]")
+        settings = settings.where(runs["kind"] != "eval", ("eval; " + settings).str.rstrip("; "))
+        finished = runs.assign(status="ok", error="", settings=settings,
+                               best_val_ua=[metrics[d].get("best_val_ua") for d in runs["run_dir"]],
+                               best_epoch=[metrics[d].get("best_epoch") for d in runs["run_dir"]])
     others = unfinished.assign(**{key: None for key in JOB_COLUMNS if key not in unfinished})
     others = others.reindex(columns=[*JOB_COLUMNS, "run_dir", "overrides"])
     others["error"] = (others["error"] + " (" + others["overrides"] + ")").where(others["overrides"] != "",
@@ -186,6 +188,9 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
     """Write the report over one or more run/multirun folders into `out`; return its tables by name
     (jobs, summary, comparisons, per_emotion_f1, ...)."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:  # a typo would otherwise leave its configurations out of a report that names it
+        raise MissingFileError(f"no such folder: {', '.join(missing)}; check the path (e.g. outputs/multiruns/NAME)")
     out, title = Path(out), ", ".join(map(str, folders))
     root = folders[0] if len(folders) == 1 else Path(os.path.commonpath([f.resolve() for f in folders]))
     runs, metrics = read_results(folders)

@@ -1,5 +1,5 @@
 """What every command shares around its work: expected errors as one message, no run dir left empty by a
-failed job, and no third-party chatter.
+failed single run (a failed job of a sweep keeps its failure.json, for the report), and no third-party chatter.
 
     @hydra.main(...)
     def main(cfg):
@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emotion_lightning.data.errors import UsageError
+from emotion_lightning.evaluation.unfinished import FAILURE_FILE
+from emotion_lightning.training.failures import record_failure
 
 # Messages of other libraries that say nothing about this run: advertisements and warnings about their own
 # internals that a user cannot act on.
@@ -93,6 +95,8 @@ def command(status: int = 1):
         yield
     except Exception as error:
         run_dir, multirun = _job()
+        if multirun and run_dir is not None and not (run_dir / FAILURE_FILE).exists():
+            record_failure(run_dir, error)  # a sweep's report lists the failed job (e.g. an eval -m over checkpoints)
         remove_if_only_hydra_files(run_dir)
         if not isinstance(error, UsageError) or full_error():
             raise
