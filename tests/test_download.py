@@ -359,6 +359,20 @@ def test_checksum_mismatch_deletes_the_download_and_unpacks_nothing(server, tmp_
     assert not list(tmp_path.glob(".ravdess-unpack-*"))
 
 
+def test_a_zip_with_corrupt_compressed_data_is_one_clear_error_and_unpacks_nothing(tmp_path):
+    # a local copy or mirror has no checksum to catch this: zlib's own error used to end in a traceback
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Actor_01/03-01-01-01-01-01-01.wav", wav_bytes(0, frames=20000))
+    corrupt = bytearray(buffer.getvalue())
+    for i in range(80, 200):
+        corrupt[i] ^= 0xFF
+    (tmp_path / "copy.zip").write_bytes(bytes(corrupt))
+    with pytest.raises(dl.DownloadError, match=r"copy.zip is not a readable zip .*; delete it and run again"):
+        dl.Ravdess().unpack(tmp_path / "copy.zip", tmp_path, tmp_path / "ravdess" / "Audio_Speech_Actors_01-24")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "ravdess").exists()
+
+
 def test_tess_file_with_a_wrong_md5_is_not_kept(server, tmp_path):
     source = serve_tess(server, bad_md5="YAF_dog_fear.wav")
     with pytest.raises(dl.DownloadError, match=r"checksum mismatch for .*/api/access/datafile/5003"):
@@ -426,7 +440,8 @@ def test_a_local_copy_of_the_archive_installs_without_network(server, tmp_path):
     local_zip.write_bytes(server.routes[ZIP_PATH])
     for url in (str(local_zip), local_zip.as_uri()):
         data_dir = tmp_path / ("data-" + url[:4])
-        dl.Ravdess(record_url=None, archive_url=url, expected=len(RAVDESS_CLIPS)).install(data_dir, **FAST)
+        # the default record_url (Zenodo) stays set, as in the README's command: a local copy never asks it
+        dl.Ravdess(archive_url=url, expected=len(RAVDESS_CLIPS)).install(data_dir, **FAST)
         assert len(list((data_dir / "ravdess" / "Audio_Speech_Actors_01-24").rglob("*.wav"))) == len(RAVDESS_CLIPS)
     assert local_zip.exists() and server.requests == []
 

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -502,8 +503,11 @@ class Ravdess:
 
     def archive_source(self, root: Path, retries: int, backoff: float,
                        timeout: float) -> tuple[str, str | None, int | None]:
-        """(URL, checksum, size) of the zip, from the Zenodo record unless given directly."""
-        if self.archive_url and (self.checksum or not self.record_url):
+        """(URL, checksum, size) of the zip, from the Zenodo record unless given directly. A local copy (a path or
+        file:// URL) never asks the record, which an offline machine cannot reach: the clip count after unpacking
+        checks it, and `checksum` too when given."""
+        local = self.archive_url and urllib.parse.urlparse(str(self.archive_url)).scheme in ("", "file")
+        if self.archive_url and (self.checksum or not self.record_url or local):
             return self.archive_url, self.checksum, None
         if not self.record_url:
             raise DownloadError("ravdess: set sources.ravdess.record_url or sources.ravdess.archive_url")
@@ -549,8 +553,9 @@ class Ravdess:
             try:
                 with zipfile.ZipFile(zip_path) as archive:
                     archive.extractall(staging)
-            except zipfile.BadZipFile as error:
-                raise DownloadError(f"{zip_path} is not a readable zip ({error}); delete it and run again") from error
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a bad directory, or corrupt deflate data
+                raise DownloadError(f"{zip_path} is not a readable zip ({type(error).__name__}: {error}); delete it "
+                                    "and run again") from error
             content = staging
             while not any(content.glob("Actor_*")):
                 children = [p for p in content.iterdir() if p.is_dir() and p.name != "__MACOSX"]
