@@ -275,6 +275,25 @@ def test_a_report_over_a_folder_that_does_not_exist_is_refused(paired_runs, tmp_
         build_report([paired_runs, tmp_path / "kfold6_tpyo"], tmp_path / "report")
 
 
+def test_ua_vs_snr_draws_one_line_per_configuration_like_the_robustness_table(tmp_path, monkeypatch):
+    from emotion_lightning.evaluation import aggregate as aggregating
+
+    for epochs in (1, 2):  # two trainings of one model: two lines and two clean baselines, never one average
+        for condition, snr, ua in (("clean", None, 0.5 + epochs / 10), ("noise_white_0dB", 0, 0.2),
+                                   ("noise_white_30dB", 30, 0.4)):
+            run = write_run(tmp_path / "runs", f"e{epochs}_{condition}", ua, **{"trainer.max_epochs": epochs,
+                                                                                  "condition": condition})
+            metrics = json.loads((run / "metrics.json").read_text())
+            (run / "metrics.json").write_text(json.dumps(metrics | {"condition": condition, "snr_db": snr}))
+    drawn = {}
+    monkeypatch.setattr(aggregating, "plot_ua_vs_snr",
+                        lambda series, snr, ua, clean, path: drawn.update(series=set(series), clean=clean))
+    aggregating.write_aggregate(tmp_path / "runs", tmp_path / "out")
+    assert drawn["series"] == {"resnet [trainer.max_epochs=1], noise_white", "resnet [trainer.max_epochs=2], noise_white"}
+    assert drawn["clean"] == {"resnet [trainer.max_epochs=1]": pytest.approx(0.6),
+                              "resnet [trainer.max_epochs=2]": pytest.approx(0.7)}
+
+
 def test_chart_rows_drop_the_fields_every_configuration_shares_and_the_title_names_them():
     labels = ["simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=null]",
               "simple_cnn / mixup / ravdess / speaker_kfold / clean [callbacks.ema=ExponentialMovingAverage]",

@@ -289,9 +289,11 @@ def write_aggregate(folder: str | Path, out: str | Path) -> str:
         printed.append(text)
     noisy = runs[runs["snr_db"].notna()]
     if not noisy.empty:
-        # One line per model and noise kind: the condition label without its SNR ("noise_white").
+        # One line per configuration (as robustness.md's rows: runs alike but for the condition) and noise kind:
+        # the condition label without its SNR ("noise_white").
+        rows = condition_rows(runs)
         kinds = noisy["condition"].str.replace(r"_?-?[\d.]+dB", "", regex=True)
-        clean = runs[runs["condition"] == "clean"].assign(model=model_labels).groupby("model")["test_ua"].mean()
-        plot_ua_vs_snr(model_labels(noisy) + ", " + kinds, noisy["snr_db"].astype(float), noisy["test_ua"].astype(float),
-                       clean.to_dict(), out / "ua_vs_snr.png")
+        clean = runs["test_ua"][runs["condition"] == "clean"].groupby(rows).mean()
+        plot_ua_vs_snr(rows[noisy.index] + ", " + kinds, noisy["snr_db"].astype(float),
+                       noisy["test_ua"].astype(float), clean.to_dict(), out / "ua_vs_snr.png")
     return "\n\n".join(printed)

@@ -38,7 +38,7 @@ def plot_ua_vs_snr(series, snr_db, ua, clean_ua: dict[str, float], path: str | P
     """Mean test UA against SNR: one colour per noise kind, one line style per model (series names are
     "model, kind"), each model's clean UA as a grey line of its style. Series with a single SNR are left out."""
     table = pd.DataFrame({"series": list(series), "snr_db": list(snr_db), "ua": list(ua)})
-    table[["model", "kind"]] = table["series"].str.split(", ", n=1, expand=True)
+    table[["model", "kind"]] = table["series"].str.rsplit(", ", n=1, expand=True)  # a model label may hold ", "
     styles = dict(zip(sorted(set(table["model"]) | set(clean_ua)), ["-", "--", ":", "-."] * 10))
     colours = dict(zip(sorted(set(table["kind"])), plt.get_cmap("tab10").colors * 3))
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
