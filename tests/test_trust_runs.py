@@ -130,6 +130,15 @@ def test_resuming_another_runs_checkpoint_with_other_settings_never_advises_dele
     assert ckpt.is_file()
 
 
+def test_best_scratch_runs_are_recorded_as_the_simple_cnn_they_are(data_dir, tmp_path):
+    # its model config (simple_cnn_deep) is simple_cnn with a fifth block: recorded under the config group's choice,
+    # its runs read as another model than the same network given by overrides, and did not pool with them
+    result = run_train(*common(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", "experiment=best_scratch",
+                       "trainer.fast_dev_run=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["model"] == "simple_cnn"
+
+
 @pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "+trainer.fast_dev_run=true"])
 def test_fast_dev_run_runs_end_to_end_and_tests_the_last_weights(override, data_dir, tmp_path):
     result = run_train(*common(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", override)

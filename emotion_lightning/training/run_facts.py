@@ -54,7 +54,10 @@ def run_record(cfg: DictConfig, test_results: dict, tested, datamodule, **facts)
         settings["model.checkpoints"] = member_identities([member.run_config for member in members])
     return {
         **test_results,
-        "model": choices.get("model", tested.name), "params": tested.num_parameters,
+        # the model config's `name` (simple_cnn_deep is a simple_cnn: its runs pool with the same network given by
+        # overrides); the config group's choice only where a config names nothing
+        "model": tested.name if tested.name != "model" else choices.get("model", tested.name),
+        "params": tested.num_parameters,
         "data": choices.get("data", "custom"), "split": choices.get("split", type(datamodule.split).__name__),
         "seed": cfg.seed, **condition_facts(cfg), "skipped_files": len(datamodule.skipped),
         # What makes this configuration: aggregate and report pool runs whose settings differ only in seed and fold.
