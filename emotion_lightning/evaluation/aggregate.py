@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -192,26 +193,9 @@ def cross_corpus_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
     crossing = runs[(runs["train_corpora"] != "") & (runs["train_corpora"] != runs["test_corpora"])]
     if crossing.empty:
         return None
-    rows = protocol_free_rows(crossing) + ": " + crossing["train_corpora"]
+    rows = rows_without(crossing, is_protocol) + ": " + crossing["train_corpora"]
     return crossing.assign(row=rows).pivot_table(index="row", columns="test_corpora", values="test_ua",
                                                  aggfunc="mean").rename_axis(index="train_corpora")
-
-
-def protocol_free_rows(runs: pd.DataFrame) -> pd.Series:
-    """Each run's configuration without its data and split settings (which a cross-corpus table spreads over its
-    cells): model and augmentation, `(eval)` and the condition where they vary, and any other setting that tells
-    rows apart."""
-    def is_protocol(key: str) -> bool:
-        return key.split(".")[0] in ("data", "split") or key.startswith(("trained.data", "trained.split"))
-
-    keys = runs["settings"].map(lambda settings: identity({k: v for k, v in settings.items() if not is_protocol(k)}))
-    base = model_labels(runs)
-    if runs["condition"].nunique() > 1:
-        base = base + " / " + runs["condition"].astype(str)
-    if runs["kind"].nunique() > 1:
-        base = base + runs["kind"].map({"eval": " (eval)", "train": ""})
-    variant = distinguishing(base, keys, runs["settings"], skip=is_protocol)
-    return base + variant.map(lambda text: f" [{text}]" if text else "")
 
 
 def model_labels(runs: pd.DataFrame) -> pd.Series:
@@ -219,20 +203,28 @@ def model_labels(runs: pd.DataFrame) -> pd.Series:
     return runs["model"].where(runs["augment"] == "none", runs["model"] + " + " + runs["augment"])
 
 
-def condition_rows(runs: pd.DataFrame) -> pd.Series:
-    """Each run's row in a table of conditions: its configuration without the test condition (model and
-    augmentation; data and split, and `(eval)`, where the runs have several; and any other setting that tells
-    rows apart)."""
-    def is_condition(key: str) -> bool:
-        return key.startswith("robustness.") or key == "condition"
+def is_condition(key: str) -> bool:
+    return key.startswith("robustness.") or key == "condition"
 
-    keys = runs["settings"].map(lambda settings: identity({k: v for k, v in settings.items() if not is_condition(k)}))
+
+def is_protocol(key: str) -> bool:
+    return key.split(".")[0] in ("data", "split") or key.startswith(("trained.data", "trained.split"))
+
+
+def rows_without(runs: pd.DataFrame, spread: Callable[[str], bool]) -> pd.Series:
+    """Each run's row in a table whose columns spread the settings `spread` names (is_condition: the robustness
+    table; is_protocol: the cross-corpus one): its configuration without them. Model and augmentation; the
+    condition, or data and split, and `(eval)` where the runs have several (those not spread); any other setting
+    that tells rows apart."""
+    keys = runs["settings"].map(lambda settings: identity({k: v for k, v in settings.items() if not spread(k)}))
     base = model_labels(runs)
-    if runs[["data", "split"]].drop_duplicates().shape[0] > 1:
+    if spread is not is_protocol and runs[["data", "split"]].drop_duplicates().shape[0] > 1:
         base = base + " / " + runs["data"].astype(str) + " / " + runs["split"].astype(str)
+    if spread is not is_condition and runs["condition"].nunique() > 1:
+        base = base + " / " + runs["condition"].astype(str)
     if runs["kind"].nunique() > 1:
         base = base + runs["kind"].map({"eval": " (eval)", "train": ""})
-    variant = distinguishing(base, keys, runs["settings"], skip=is_condition)
+    variant = distinguishing(base, keys, runs["settings"], skip=spread)
     return base + variant.map(lambda text: f" [{text}]" if text else "")
 
 
@@ -241,7 +233,8 @@ def robustness_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
     robustness table. None unless the runs cover more than one condition."""
     if runs["condition"].nunique() < 2:
         return None
-    matrix = runs.assign(model=condition_rows(runs)).pivot_table(index="model", columns="condition", values="test_ua", aggfunc="mean")
+    matrix = runs.assign(model=rows_without(runs, is_condition)).pivot_table(index="model", columns="condition",
+                                                                            values="test_ua", aggfunc="mean")
     ordered = sorted(matrix.columns, key=lambda condition: (condition != "clean", condition))
     return matrix[ordered]
 
@@ -291,7 +284,7 @@ def write_aggregate(folder: str | Path, out: str | Path) -> str:
     if not noisy.empty:
         # One line per configuration (as robustness.md's rows: runs alike but for the condition) and noise kind:
         # the condition label without its SNR ("noise_white").
-        rows = condition_rows(runs)
+        rows = rows_without(runs, is_condition)
         kinds = noisy["condition"].str.replace(r"_?-?[\d.]+dB", "", regex=True)
         clean = runs["test_ua"][runs["condition"] == "clean"].groupby(rows).mean()
         plot_ua_vs_snr(rows[noisy.index] + ", " + kinds, noisy["snr_db"].astype(float),
