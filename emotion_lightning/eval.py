@@ -21,6 +21,7 @@ from emotion_lightning.evaluation.test_results import predictions_table, save_re
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
 from emotion_lightning.training.commands import command
+from emotion_lightning.training.fit import seen_clips
 from emotion_lightning.training.run_facts import config_choices, resolved_config, run_record
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,6 @@ def use_checkpoint_settings(cfg: DictConfig, trained: dict) -> None:
             cfg.split = OmegaConf.create(trained["split"])
         if cfg.get("test_crops") is not None:
             cfg.data.test_crops = cfg.test_crops
-
-
-def seen_clips(model: EmotionClassifier, datamodule) -> dict[str, int] | None:
-    """How many test clips were in the checkpoint's train and val parts; None when it does not record them."""
-    if model.trained_clips is None:
-        return None
-    test = set(datamodule.clip_ids("test"))
-    return {part: len(test & set(model.trained_clips.get(part, []))) for part in ("train", "val")}
 
 
 def check_seen_clips(cfg: DictConfig, model: EmotionClassifier, datamodule, seen: dict[str, int]) -> int:

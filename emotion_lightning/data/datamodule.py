@@ -18,7 +18,7 @@ from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.data.manifest import load_manifest
 from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
 from emotion_lightning.data.transforms import Chain, ClipContext, Codec
-from emotion_lightning.data.waveform_cache import WaveformCache, resolved
+from emotion_lightning.data.waveform_cache import WaveformCache
 
 log = logging.getLogger(__name__)
 
@@ -238,20 +238,18 @@ class ClipDataset(Dataset):
         return clips, labels.to(clips.device)
 
     def degrade(self, clip: np.ndarray, index: int) -> np.ndarray:
-        rng = np.random.default_rng((self.transform_seed, int(self.rows[index])))
-        context = ClipContext(self.sample_rate, lambda r, n: self.other_clips(index, r, n))
-        return np.ascontiguousarray(self.transform(clip, rng, context), dtype=np.float32)
-
-    def degraded_whole(self, index: int) -> np.ndarray:
-        """Item `index`'s whole clip (not a crop) under the test condition, seeded as `degrade` seeds its crop:
-        for models that describe whole clips (models/classical.py). Babble's voices are tiled to its length."""
-        clip = np.asarray(self.stack[self.rows[index]], dtype=np.float32)
-        if not self.transform:
-            return clip
+        """`clip` (item `index`'s crop, or its whole clip) under the test condition, seeded per clip; babble's
+        voices (crops of other clips) are tiled to the clip's length."""
         rng = np.random.default_rng((self.transform_seed, int(self.rows[index])))
         context = ClipContext(self.sample_rate, lambda r, n: [np.resize(voice, len(clip))
                                                               for voice in self.other_clips(index, r, n)])
         return np.ascontiguousarray(self.transform(clip, rng, context), dtype=np.float32)
+
+    def degraded_whole(self, index: int) -> np.ndarray:
+        """Item `index`'s whole clip (not a crop) under the test condition: for models that describe whole clips
+        (models/classical.py)."""
+        clip = np.asarray(self.stack[self.rows[index]], dtype=np.float32)
+        return self.degrade(clip, index) if self.transform else clip
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         clips, labels = self.__getitems__([index])
@@ -329,8 +327,8 @@ class EmotionDataModule(L.LightningDataModule):
         cache = WaveformCache.open_or_build(manifest["path"].tolist(), self.sample_rate, self.cache_dir)
         for path, reason in cache.failed.items():
             log.warning("skipped %s: %s", path, reason)
-        # the cache names files by resolved path: a corpus of per-file symlinks (DVC, git-annex) must match too
-        usable = ~pd.Series(resolved(manifest["path"].tolist())).isin(cache.failed).to_numpy()
+        # by the cache's resolved paths (row-aligned with the manifest): per-file symlinks (DVC, git-annex) match too
+        usable = ~pd.Series(cache.paths).isin(cache.failed).to_numpy()
         cache_rows = np.flatnonzero(usable)
         manifest = manifest[usable].reset_index(drop=True)
 

@@ -75,6 +75,11 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
     return runs
 
 
+def label_settings(label: str) -> str:
+    """The `settings` part of a configuration label, `model / ... [settings]` (a list's own "]" stays)."""
+    return label.partition(" [")[2].removesuffix("]")
+
+
 def _setting_text(name: str, value) -> str:
     """`name=value` for a label: a `_target_` reads as its class (`callbacks.ema=ExponentialMovingAverage`), an
     ensemble's members (`model:digest`) as their models (`model.checkpoints=[3 x simple_cnn]`), another long list
@@ -141,7 +146,7 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
         val_ua = group["best_val_ua"].dropna().astype(float)  # what a search ranks configurations on, never test
         label = group["configuration"].iloc[0]
         entry = {**{key: group[key].iloc[0] for key in GROUP_BY}, "kind": group["kind"].iloc[0],
-                 "settings": label.partition(" [")[2].removesuffix("]"),  # a list's own "]" stays
+                 "settings": label_settings(label),
                  "configuration": label, "runs": len(group), "seen_test_clips": int(group["seen_test_clips"].sum()),
                  "params": None if pd.isna(params) else int(params),
                  "train_seconds": float(seconds.mean()) if len(seconds) else None,

@@ -57,7 +57,7 @@ def job_table(root: Path, runs: pd.DataFrame, metrics: dict[str, dict], unfinish
     """One row per job: finished ones with their scores, failed or unfinished ones with why."""
     finished = runs  # empty where every job failed or is still running: the table lists those alone
     if not runs.empty:
-        settings = runs["configuration"].str.partition(" [")[2].str.rstrip("]")
+        settings = runs["configuration"].map(aggregate.label_settings)
         settings = settings.where(runs["kind"] != "eval", ("eval; " + settings).str.rstrip("; "))
         finished = runs.assign(status="ok", error="", settings=settings,
                                best_val_ua=[metrics[d].get("best_val_ua") for d in runs["run_dir"]],

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from emotion_lightning.data import array_store
 from emotion_lightning.data.array_store import ArrayStore, check_dtype
+from emotion_lightning.data.datamodule import crop_starts
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def centre_crop_rows(network: PretrainedEncoderClassifier, cache: ArrayStore, ba
     progress = tqdm(total=len(cache), desc="frozen encoder features of centre crops (once)", unit="clip")
     for first in range(0, len(cache), batch_size):
         clips = [np.asarray(cache[row], dtype=np.float32) for row in range(first, min(first + batch_size, len(cache)))]
-        crops = [clip[max(len(clip) - samples, 0) // 2:][:samples] for clip in clips]
+        starts = crop_starts(np.array([len(clip) for clip in clips]), samples, random_crop=False)
+        crops = [clip[start:start + samples] for clip, start in zip(clips, starts)]
         batch = np.stack([np.pad(crop, (0, samples - len(crop))) for crop in crops])
         hidden = network.encode(torch.from_numpy(batch).to(device)).float().cpu().numpy()
         yield from (row if len(clip) else empty for clip, row in zip(clips, hidden))

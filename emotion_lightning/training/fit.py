@@ -60,21 +60,27 @@ def checked_resume(cfg: DictConfig) -> str | None:
     return resume_from
 
 
+def seen_clips(model, datamodule) -> dict[str, int] | None:
+    """How many test clips were in the checkpoint's train and val parts; None when it does not record them."""
+    if model.trained_clips is None:
+        return None
+    test = set(datamodule.clip_ids("test"))
+    return {part: len(test & set(model.trained_clips.get(part, []))) for part in ("train", "val")}
+
+
 def check_members_never_saw_the_test(model, datamodule) -> None:
     """An ensemble's members must not have trained or validated on this run's test clips (as eval refuses for a
     checkpoint): members of another split, seed or fold would inflate its score."""
-    test = set(datamodule.clip_ids("test"))
     for index, member in enumerate(getattr(model.network, "members", [])):
-        if member.trained_clips is None:
+        seen = seen_clips(member, datamodule)
+        if seen is None:
             log.warning("model.checkpoints[%d] records no clip IDs: cannot check that it never saw the test clips",
                         index)
-            continue
-        seen = test & {clip for part in ("train", "val") for clip in member.trained_clips.get(part, [])}
-        if seen:
+        elif sum(seen.values()):
             raise SettingError(
-                f"model.checkpoints[{index}] trained or validated on {len(seen)} of this split's {len(test)} test "
-                f"clips (e.g. {min(seen)}), so the ensemble's test score would be inflated; ensemble checkpoints "
-                "trained on this run's split (the same split, split.fold and seed as the members)")
+                f"model.checkpoints[{index}] trained or validated on {sum(seen.values())} of this split's "
+                f"{len(datamodule.clip_ids('test'))} test clips, so the ensemble's test score would be inflated; "
+                "ensemble checkpoints trained on this run's split (the same split, split.fold and seed as the members)")
 
 
 def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, resume_from: str | None = None) -> dict:
