@@ -1,0 +1,207 @@
+"""The published leaderboard: one CSV of figures, and the Markdown tables and the chart rendered from it.
+
+docs/results/leaderboard.csv is the only place a leaderboard figure is written by hand or by `add_row` (from a
+sweep's aggregate); docs/results/leaderboard.md, the README's headline rows and docs/results/leaderboard.png are
+rendered from it between marker comments, so no copy of a figure can drift from the file.
+"""
+
+import csv
+import json
+import re
+import shlex
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt
+from PIL import Image
+
+from emotion_lightning.data.atomic import atomic_path
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.evaluation.aggregate import aggregate, read_runs
+
+COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
+           "test_ua_ci_high", "fit_seconds", "hardware", "headline", "command", "notes"]
+CHART_KEY = "leaderboard"  # the PNG text chunk holding the chart's data, so a test can compare it with the CSV
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The leaderboard's rows, best mean test UA first."""
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    for number, row in enumerate(rows, start=2):
+        if list(row) != COLUMNS:
+            raise SettingError(f"{path}: columns {list(row)} differ from {COLUMNS}")
+        for key in ("test_ua", "test_ua_sd", "test_ua_ci_low", "test_ua_ci_high"):
+            try:
+                float(row[key])
+            except ValueError:
+                raise SettingError(f"{path}, line {number}: {key} {row[key]!r} is not a number") from None
+    return sorted(rows, key=lambda row: -float(row["test_ua"]))
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda row: -float(row["test_ua"])))
+
+
+def sweep_dir(command: str) -> str:
+    """The `hydra.sweep.dir=...` a row's command writes into (every row names its own)."""
+    for word in shlex.split(command):
+        if word.startswith("hydra.sweep.dir="):
+            return word.partition("=")[2]
+    raise SettingError(f"leaderboard command {command!r} names no hydra.sweep.dir=...; give each row its own sweep dir")
+
+
+def stat_text(row: dict) -> str:
+    mean, sd, low, high = (float(row[key]) for key in ("test_ua", "test_ua_sd", "test_ua_ci_low", "test_ua_ci_high"))
+    return f"{mean:.3f} ± {sd:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") if text else "–"
+
+
+def _fit_text(row: dict) -> str:
+    return f"{float(row['fit_seconds']):,.0f} s" if row["fit_seconds"] else ""
+
+
+def render_table(rows: list[dict]) -> str:
+    lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] "
+             "| fit per run (2-core x86 CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for rank, row in enumerate(rows, start=1):
+        lines.append("| " + " | ".join([
+            str(rank), f"`{row['name']}`", f"`{row['settings']}`" if row["settings"] else "–", _cell(row["model"]),
+            f"{int(row['params']):,}" if row["params"] else "–", row["runs"],
+            f"{float(row['val_ua']):.3f}" if row["val_ua"] else "–", stat_text(row), _cell(_fit_text(row))]) + " |")
+    return "\n".join(lines)
+
+
+def render_commands(rows: list[dict]) -> str:
+    """One block per row: the sweep that makes it, then the aggregate that prints its figures."""
+    blocks = []
+    for rank, row in enumerate(rows, start=1):
+        title = f"{rank}. `{row['name']}`" + (f" `{row['settings']}`" if row["settings"] else "")
+        note = f" {row['notes']}" if row["notes"] else ""
+        blocks.append(f"{title}:{note}\n\n```bash\n{row['command']}\n"
+                      f"emotion-lightning aggregate {sweep_dir(row['command'])}\n```")
+    return "\n\n".join(blocks)
+
+
+def render_headline(rows: list[dict]) -> str:
+    lines = ["| recipe | model | test UA mean ± sd [95% CI] | runs |", "|---|---|---|---|"]
+    for row in rows:
+        if row["headline"] == "yes":
+            recipe = row["name"] + (f" {row['settings']}" if row["settings"] else "")
+            lines.append(f"| `{recipe}` | {_cell(row['model'])} | **{stat_text(row)}** | {row['runs']} |")
+    return "\n".join(lines)
+
+
+def chart_data(rows: list[dict]) -> list[list]:
+    return [[row["name"] + (f" {row['settings']}" if row["settings"] else ""), float(row["test_ua"]),
+             float(row["test_ua_ci_low"]), float(row["test_ua_ci_high"])] for row in rows]
+
+
+def plot_chart(rows: list[dict], path: str | Path) -> None:
+    """Mean test UA per row, whiskers the 95% interval, best at the top; the data rides in the PNG's metadata."""
+    data = chart_data(rows)
+    figure, axes = plt.subplots(figsize=(9, 0.8 + 0.38 * len(data)))
+    positions = range(len(data))[::-1]
+    means = [mean for _, mean, _, _ in data]
+    errors = [[mean - low for _, mean, low, _ in data], [high - mean for _, mean, _, high in data]]
+    axes.errorbar(means, list(positions), xerr=errors, fmt="o", color="tab:blue", capsize=3)
+    for position, (_, mean, _, high) in zip(positions, data):
+        axes.text(high + 0.01, position, f"{mean:.3f}", va="center", fontsize=8)
+    axes.set_yticks(list(positions), [label for label, *_ in data], fontsize=8)
+    axes.axvline(0.125, color="grey", linestyle=":", label="chance (8 classes)")
+    axes.set_xlabel("test UA, mean over RAVDESS's 6 speaker folds (95% interval)")
+    axes.set_xlim(0, 1)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png", metadata={CHART_KEY: json.dumps(data)})
+    plt.close(figure)
+
+
+def chart_metadata(path: str | Path) -> list[list] | None:
+    with Image.open(path) as image:
+        text = image.text.get(CHART_KEY)
+    return json.loads(text) if text else None
+
+
+def replace_between(text: str, marker: str, content: str, where: str) -> str:
+    """`text` with what lies between `<!-- marker -->` and `<!-- /marker -->` replaced by `content`."""
+    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n)(?:.*?\n)?(<!-- /{re.escape(marker)} -->)", re.S)
+    if not pattern.search(text):
+        raise SettingError(f"{where} has no <!-- {marker} --> ... <!-- /{marker} --> block to render into")
+    return pattern.sub(lambda match: match.group(1) + content + "\n" + match.group(2), text)
+
+
+def rendered_files(csv_path: str | Path, page: str | Path, readme: str | Path) -> dict[Path, str]:
+    """What the page and the README should hold, rendered from the CSV."""
+    rows = read_rows(csv_path)
+    page_text = Path(page).read_text()
+    page_text = replace_between(page_text, "leaderboard:table", render_table(rows), str(page))
+    page_text = replace_between(page_text, "leaderboard:commands", render_commands(rows), str(page))
+    readme_text = replace_between(Path(readme).read_text(), "leaderboard:headline", render_headline(rows), str(readme))
+    return {Path(page): page_text, Path(readme): readme_text}
+
+
+def render(csv_path: str | Path, page: str | Path, readme: str | Path, chart: str | Path) -> list[Path]:
+    """Rewrite the page's and README's rendered blocks and the chart; the files that changed."""
+    changed = []
+    for path, text in rendered_files(csv_path, page, readme).items():
+        if path.read_text() != text:
+            with atomic_path(path) as temporary:
+                temporary.write_text(text)
+            changed.append(path)
+    rows = read_rows(csv_path)
+    if not Path(chart).exists() or chart_metadata(chart) != chart_data(rows):
+        plot_chart(rows, chart)
+        changed.append(Path(chart))
+    return changed
+
+
+def stale_files(csv_path: str | Path, page: str | Path, readme: str | Path, chart: str | Path) -> list[Path]:
+    """The rendered files that do not match the CSV (nothing written)."""
+    stale = [path for path, text in rendered_files(csv_path, page, readme).items() if path.read_text() != text]
+    if not Path(chart).exists() or chart_metadata(chart) != chart_data(read_rows(csv_path)):
+        stale.append(Path(chart))
+    return stale
+
+
+def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "", notes: str = "",
+                   hardware: str = "2-core x86 CPU") -> dict:
+    """A leaderboard row from a sweep's runs, which must form one configuration (seeds and folds pooled)."""
+    summary = aggregate(read_runs(folder))
+    if len(summary) != 1:
+        labels = "; ".join(entry["configuration"] for entry in summary)
+        raise SettingError(f"{folder} holds {len(summary)} configurations ({labels}); a leaderboard row is one "
+                           "configuration: give the folder of one sweep")
+    entry = summary[0]
+    ua = entry["test_ua"]
+    if ua["sd"] is None:
+        raise SettingError(f"{folder} holds one run; a leaderboard row is a mean over folds or seeds")
+    return {"name": name, "settings": entry["settings"], "model": model or entry["model"],
+            "params": entry["params"] or "", "runs": entry["runs"],
+            "val_ua": f"{entry['val_ua']:.4f}" if entry["val_ua"] is not None else "",
+            "test_ua": f"{ua['mean']:.4f}", "test_ua_sd": f"{ua['sd']:.4f}", "test_ua_ci_low": f"{ua['ci95'][0]:.4f}",
+            "test_ua_ci_high": f"{ua['ci95'][1]:.4f}",
+            "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
+            "hardware": hardware, "headline": "", "command": command, "notes": notes}
+
+
+def add_row(csv_path: str | Path, row: dict) -> str:
+    """Insert `row`, or replace the row of the same name and settings (whose headline mark it keeps);
+    "added" or "replaced"."""
+    rows = read_rows(csv_path)
+    same = [old for old in rows if (old["name"], old["settings"]) == (row["name"], row["settings"])]
+    if same:
+        row = {**row, "headline": same[0]["headline"]}
+        rows.remove(same[0])
+    write_rows(csv_path, rows + [{key: str(row[key]) for key in COLUMNS}])
+    return "replaced" if same else "added"
