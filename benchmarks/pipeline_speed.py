@@ -1,6 +1,6 @@
 """Training-epoch speed on RAVDESS: this framework's pipeline against a per-item pipeline, side by side.
 
-Per-item pipeline (what the seeds did): each __getitem__ decodes its file, resamples, crops and computes
+Per-item pipeline (what the earlier project did): each __getitem__ decodes its file, resamples, crops and computes
 its own log-mel spectrogram on the CPU. This pipeline: waveforms decoded once into a memory-mapped cache,
 batches sliced from it, log-mels computed per batch inside the model. Both train the same ResNet on the
 same speaker-independent training set with the same batch size, in this one process.

@@ -15,11 +15,16 @@ from emotion_lightning.evaluation.aggregate import write_aggregate
 from emotion_lightning.training.commands import command
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="a run or multirun folder (searched recursively for metrics.json)")
     parser.add_argument("--out", help="where to write the tables (default: the folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    arguments = parser()
+    args = arguments.parse_args(argv)
     with command():
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         out = Path(args.out or args.folder)

@@ -20,7 +20,7 @@ README = "README.md"
 CHART = "docs/results/leaderboard.png"
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only say whether the rendered files match the CSV")
     parser.add_argument("--add", metavar="SWEEP", help="a sweep folder whose runs (one configuration) become a row")
@@ -29,9 +29,14 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="", help="with --add: the model in words (default: its config name)")
     parser.add_argument("--notes", default="", help="with --add: a note printed under the row's command")
     parser.add_argument("--csv", default=CSV)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    arguments = parser()
+    args = arguments.parse_args(argv)
     if args.add and not (args.name and args.command):
-        parser.error("--add needs --name and --command")
+        arguments.error("--add needs --name and --command")
     with command():
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if args.check:

@@ -13,11 +13,16 @@ from emotion_lightning.evaluation.report import build_report
 from emotion_lightning.training.commands import command
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", help="run or multirun folders (searched recursively)")
     parser.add_argument("--out", help="where to write the report (default: FIRST_FOLDER/report)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    arguments = parser()
+    args = arguments.parse_args(argv)
     with command():
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         out = Path(args.out or Path(args.folders[0]) / "report")

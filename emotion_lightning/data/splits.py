@@ -16,7 +16,7 @@ PARTS = ("train", "val", "test")
 
 
 class RandomSplit:
-    """Stratified random split of clips (the seeds' 80/10/10). Speakers leak across parts: optimistic."""
+    """Stratified random split of clips (the earlier project's 80/10/10). Speakers leak across parts: optimistic."""
 
     speaker_disjoint = False
 

@@ -107,7 +107,7 @@ def per_emotion_f1(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame
 
 
 def per_dataset(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame | None:
-    """Mean test WA (the seeds' "accuracy") and UA per test corpus, for configurations tested on several."""
+    """Mean test WA (the earlier project's "accuracy") and UA per test corpus, for configurations tested on several."""
     rows = []
     for label, d in zip(runs["configuration"], runs["run_dir"]):
         corpora = metrics[d].get("breakdowns", {}).get("corpus", {})

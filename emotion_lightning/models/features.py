@@ -9,7 +9,7 @@ class LogMelFrontend(nn.Module):
     """Waveform (batch, samples) -> standardised log-mel (batch, 1, n_mels, frames).
 
     Each utterance is standardised on its own (zero mean, unit variance over the whole spectrogram), so
-    the network sees level-independent features. 3 s at 16 kHz with the seeds' settings gives 64 x 94.
+    the network sees level-independent features. 3 s at 16 kHz with the earlier project's settings gives 64 x 94.
     """
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 512, n_mels: int = 64,

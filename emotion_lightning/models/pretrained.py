@@ -98,7 +98,7 @@ class PretrainedEncoderClassifier(nn.Module):
         else:
             self.encoder = model
             if hasattr(model, "freeze_feature_encoder"):
-                model.freeze_feature_encoder()  # the CNN feature encoder stays as pretrained (as in the seeds)
+                model.freeze_feature_encoder()  # the CNN feature encoder stays as pretrained (as in the earlier project)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         available = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer

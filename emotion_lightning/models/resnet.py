@@ -1,4 +1,4 @@
-"""The seeds' small ResNet on log-mel spectrograms."""
+"""The earlier project's small ResNet on log-mel spectrograms."""
 
 from torch import nn
 
@@ -30,7 +30,7 @@ class ResNet(nn.Module):
     """Conv 1->16, ResBlock 16->16 x2, 16->32 x2, 32->64 x2, global average pool, Linear 64->classes.
 
     Each widening stage halves time and frequency; `stem_pool` halves them once more after the stem
-    (a 4x cheaper network on CPU at little cost in accuracy; set it to 1 for the seeds' exact layout).
+    (a 4x cheaper network on CPU at little cost in accuracy; set it to 1 for the earlier project's exact layout).
     """
 
     def __init__(self, num_classes: int = 8, channels: tuple[int, ...] = (16, 32, 64), blocks_per_stage: int = 2,

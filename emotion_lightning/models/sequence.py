@@ -21,7 +21,7 @@ def mean_max_pool(sequence: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMClassifier(nn.Module):
-    """Bidirectional LSTM over mel frames (the seeds': 64 hidden, 2 layers, dropout 0.3)."""
+    """Bidirectional LSTM over mel frames (the earlier project's: 64 hidden, 2 layers, dropout 0.3)."""
 
     def __init__(self, num_classes: int = 8, n_mels: int = 64, hidden_size: int = 64, num_layers: int = 2,
                  dropout: float = 0.3):
@@ -52,7 +52,7 @@ class SinusoidalPositions(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Transformer encoder over mel frames (the seeds': d_model 64, 4 heads, 2 layers), pooled over time."""
+    """Transformer encoder over mel frames (the earlier project's: d_model 64, 4 heads, 2 layers), pooled over time."""
 
     def __init__(self, num_classes: int = 8, n_mels: int = 64, d_model: int = 64, num_heads: int = 4,
                  num_layers: int = 2, feedforward: int = 256, dropout: float = 0.1):

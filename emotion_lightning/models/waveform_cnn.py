@@ -1,4 +1,4 @@
-"""A 1-D CNN on the raw waveform (the seeds' SimpleCNNAudio, about 4.46M parameters)."""
+"""A 1-D CNN on the raw waveform (the earlier project's SimpleCNNAudio, about 4.46M parameters)."""
 
 import torch
 from torch import nn

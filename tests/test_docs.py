@@ -1,0 +1,187 @@
+"""The documentation stays usable: a short README, links that resolve, every command in it composes, figures
+rendered from the one leaderboard file, and words of a user rather than of how the project was built."""
+
+import io
+import re
+import shlex
+import subprocess
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from emotion_lightning.evaluation.leaderboard import chart_data, chart_metadata, read_rows, stale_files
+
+from tests.helpers.configs import CONF_DIR
+
+ROOT = CONF_DIR.parent
+DOCS = sorted(path for path in [ROOT / "README.md", ROOT / "CHANGELOG.md", *ROOT.glob("docs/**/*.md")] if path.exists())
+HYDRA_COMMANDS = {"train", "eval", "predict", "export", "serve", "download"}
+# Stand-ins for the capitalised placeholders the docs use in commands.
+PLACEHOLDERS = {"CKPT": "outputs/runs/example/checkpoints/last.ckpt", "RUN": "outputs/runs/example",
+                "SWEEP": "outputs/multiruns/example", "SWEEP_A": "outputs/multiruns/a", "SWEEP_B": "outputs/multiruns/b"}
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[`*_]|\[|\]\(.*?\)", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 400
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not checked offline
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        if not path.exists():
+            broken.append(f"{target}: no file {path}")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+            broken.append(f"{target}: no heading #{anchor} in {path.name}")
+    assert not broken, "\n".join(broken)
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(page, command) for every `emotion-lightning ...` / `python -m emotion_lightning...` in code blocks and
+    inline code of the docs, continuation lines joined and `&&` chains split."""
+    found = []
+    for page in DOCS:
+        text = page.read_text()
+        snippets = []
+        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
+            snippets += block.replace("\\\n", " ").splitlines()
+        snippets += re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+        for snippet in snippets:
+            for part in snippet.split("&&"):
+                part = part.split(" # ")[0].strip()
+                match = re.search(r"(emotion-lightning \S.*|python -m emotion_lightning\.\S.*)", part)
+                # Generic forms (`emotion-lightning COMMAND [ARGS]`, `--help`, `...`) name no real command.
+                if match and not re.search(r"COMMAND|\.\.\.|^emotion-lightning -", match.group(1)):
+                    found.append((str(page.relative_to(ROOT)), match.group(1).strip()))
+    return found
+
+
+def command_name(words: list[str]) -> tuple[str, list[str]]:
+    if words[0] == "emotion-lightning":
+        return words[1], words[2:]
+    return words[2].removeprefix("emotion_lightning."), words[3:]
+
+
+def first_of_sweeps(overrides: list[str]) -> list[str]:
+    """A multirun's overrides with each swept value replaced by its first."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    composed = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()))
+            composed.append(f"{override.get_key_element()}={value}")
+        else:
+            composed.append(override.input_line)
+    return composed
+
+
+COMMANDS = doc_commands()
+
+
+def test_the_docs_have_commands():
+    assert len(COMMANDS) > 50, "the command extraction found too few commands: its patterns are broken"
+
+
+@pytest.mark.parametrize("page, command", COMMANDS, ids=[f"{page}: {command[:80]}" for page, command in COMMANDS])
+def test_every_documented_command_composes(page, command):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import emotion_lightning  # noqa: F401  (registers resolvers)
+
+    for name, value in PLACEHOLDERS.items():
+        command = re.sub(rf"\b{name}\b", value, command)
+    name, args = command_name(shlex.split(command))
+    named_files = [arg.partition("=")[2] or arg for arg in args
+                   if re.match(r"(\w+=)?(conf|experiments|docs|benchmarks|tests)/", arg)]
+    assert all((ROOT / file).exists() for file in named_files), f"{command} names a file that does not exist"
+    if name not in HYDRA_COMMANDS:
+        module = __import__(f"emotion_lightning.{name}", fromlist=["parser"])
+        module.parser().parse_args([arg for arg in args if arg not in ("-h", "--help")])
+        return
+    overrides = [arg for arg in args if not arg.startswith("-")
+                 and arg not in ("job", "hydra", "all") and not re.match(r"(job|hydra|all)$", arg)]
+    if name == "download" and overrides and "=" not in overrides[0]:
+        overrides[0] = f"corpus={overrides[0]}"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(name, overrides=first_of_sweeps(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_the_leaderboard_pages_and_chart_are_rendered_from_its_file():
+    csv_path = ROOT / "docs/results/leaderboard.csv"
+    stale = stale_files(csv_path, ROOT / "docs/results/leaderboard.md", ROOT / "README.md",
+                        ROOT / "docs/results/leaderboard.png")
+    assert not stale, f"{stale} differ from leaderboard.csv: run `python -m emotion_lightning.leaderboard`"
+    assert chart_metadata(ROOT / "docs/results/leaderboard.png") == chart_data(read_rows(csv_path))
+
+
+def test_readme_headline_rows_are_the_leaderboards():
+    readme = (ROOT / "README.md").read_text()
+    for row in read_rows(ROOT / "docs/results/leaderboard.csv"):
+        shown = f"{float(row['test_ua']):.3f} ± {float(row['test_ua_sd']):.3f}" in readme
+        assert shown == (row["headline"] == "yes"), row["name"]
+
+
+# Words about how the project was built, not about the product.
+BUILD_WORDS = re.compile(r"\bsessions?\b|\blent\b|\bthe seeds\b|\bseeds'|\bissues? ?#?\d+|(?<![\w&/#])#\d{1,3}\b",
+                         re.IGNORECASE)
+
+
+def tracked(*patterns: str) -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", *patterns], cwd=ROOT, capture_output=True, text=True).stdout
+    return [ROOT / line for line in listed.splitlines() if (ROOT / line).is_file()]
+
+
+def python_prose(path: Path) -> str:
+    """A module's comments and docstrings."""
+    parts = []
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if token.type == tokenize.COMMENT or (token.type == tokenize.STRING and token.string.startswith(('"""', "'''"))):
+            parts.append(token.string)
+    return "\n".join(parts)
+
+
+def test_docs_configs_and_comments_speak_of_the_product():
+    files = tracked("*.md", "*.cff", "conf", "experiments", "emotion_lightning", "benchmarks")
+    assert len(files) > 100, "git ls-files listed too few files"
+    found = []
+    for path in files:
+        if path.suffix == ".py":
+            text = python_prose(path)
+        elif path.suffix in (".md", ".yaml", ".cff"):
+            text = path.read_text()
+        else:
+            continue
+        for line in text.splitlines():
+            if BUILD_WORDS.search(line):
+                found.append(f"{path.relative_to(ROOT)}: {line.strip()[:120]}")
+    assert not found, "\n".join(found)
+
+
+def test_the_word_check_catches_build_words():
+    for text in ["since session 8", "no GPU was lent", "the seeds' table", "Issue #15's recipe", "see #14"]:
+        assert BUILD_WORDS.search(text), text
+    for text in ["an InferenceSession", "seeds 0, 1, 2", "colour #1f77b4", "CUDA 13"]:
+        assert not BUILD_WORDS.search(text), text
