@@ -234,8 +234,8 @@ def rows_without(runs: pd.DataFrame, spread: Callable[[str], bool]) -> pd.Series
 
 
 def robustness_matrix(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean test UA per configuration (without its condition) under each condition, clean first: the seeds'
-    robustness table. None unless the runs cover more than one condition."""
+    """Mean test UA per configuration (without its condition) under each condition, clean first: the earlier
+    project's robustness table. None unless the runs cover more than one condition."""
     if runs["condition"].nunique() < 2:
         return None
     matrix = runs.assign(model=rows_without(runs, is_condition)).pivot_table(index="model", columns="condition",

@@ -38,7 +38,7 @@ def silent(piece: np.ndarray) -> bool:
 
 @lru_cache(maxsize=1)
 def silero_session():
-    """One onnxruntime inference session on Silero VAD's sequence ONNX file, found without importing the silero_vad
+    """One onnxruntime InferenceSession on Silero VAD's sequence ONNX file, found without importing the silero_vad
     package (its __init__ imports torch)."""
     import onnxruntime
 
