@@ -16,7 +16,6 @@ from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
-SPLIT_FILE = "split.csv"
 
 
 def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
@@ -38,7 +37,7 @@ def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
     write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
     # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
-    write_text(Path(cfg.paths.output_dir) / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
+    write_text(Path(cfg.paths.output_dir) / splits.SPLIT_FILE, datamodule.split_table().to_csv(index=False))
     log.info("clips per part:\n%s", split_table.to_string(index=False))
     return datamodule
 
