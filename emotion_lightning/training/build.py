@@ -13,6 +13,7 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.training.ensemble_members import member_checkpoints
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,16 @@ def augmentation(cfg: DictConfig) -> dict:
     return arguments if wanted else {}
 
 
-def build_model(cfg: DictConfig):
-    """The configured model, given its augmentation and the resolved run config (saved in its checkpoints).
+def build_model(cfg: DictConfig, datamodule=None):
+    """The configured model, given its augmentation and the resolved run config (saved in its checkpoints); an
+    ensemble given `model.sweeps` gets the checkpoints of the runs that tested the (set-up) datamodule's test clips.
 
     The run config is handed to the built constructor rather than to `instantiate`, which would build the
     `_target_`s inside it (the DataModule, the split) a second time.
     """
-    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg))
+    members = member_checkpoints(cfg, datamodule)
+    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg),
+                              **({"checkpoints": members} if members else {}))
     return constructor(run_config=resolved_config(cfg))
 
 
