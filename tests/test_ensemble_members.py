@@ -1,4 +1,5 @@
-"""Ensembles found in sweep dirs (`model.sweeps`): each job takes the runs that tested its own test clips."""
+"""Ensembles found in sweep dirs (`model.sweeps`): each job takes the runs that tested its own test clips, and
+the folds of one such ensemble pool into one configuration."""
 
 import json
 from pathlib import Path
@@ -10,9 +11,10 @@ import torch
 
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.data.splits import clip_keys
+from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 from emotion_lightning.training.build import build_model
 from emotion_lightning.training.ensemble_members import member_checkpoints
-from emotion_lightning.training.run_facts import resolved_config
+from emotion_lightning.training.run_facts import resolved_config, run_record
 
 ACTORS = range(1, 7)  # one actor a fold
 
@@ -123,3 +125,27 @@ def test_the_ensemble_is_built_from_the_found_checkpoints(tmp_path, compose_trai
     assert len(ensemble.network.members) == 2 and not ensemble.trainable
     assert ensemble.network.members[1].checkpoint_path.endswith("1_fold0/checkpoints/epoch003-val_ua0.5000.ckpt")
 
+
+def test_the_folds_of_a_sweep_ensemble_pool_into_one_configuration(tmp_path, compose_train):
+    def record(fold: int, *overrides) -> dict:
+        cfg = ensemble_config(compose_train, ["outputs/multiruns/best_scratch"], fold, *overrides)
+        members = [SimpleNamespace(run_config={"model": {"name": "simple_cnn"}, "seed": seed, "split": {"fold": fold}},
+                                   checkpoint_path=f"best_scratch/{fold}_{seed}/checkpoints/epoch.ckpt")
+                   for seed in range(1 + fold)]  # the folds need not have as many finished seeds
+        tested = SimpleNamespace(name="ensemble", num_parameters=10, network=SimpleNamespace(members=members))
+        results = {"test_ua": 0.5 + fold / 10, "test_wa": 0.5, "test_macro_f1": 0.5}
+        return run_record(cfg, results, tested, SimpleNamespace(split=None, skipped=[]))
+
+    runs = tmp_path / "runs"
+    for fold in (0, 1):
+        (runs / f"fold{fold}").mkdir(parents=True)
+        (runs / f"fold{fold}" / "metrics.json").write_text(json.dumps(record(fold), default=str))
+    (runs / "other").mkdir()
+    (runs / "other" / "metrics.json").write_text(json.dumps(record(0, "model.sweeps=[elsewhere]"), default=str))
+    metrics = json.loads((runs / "fold1" / "metrics.json").read_text())
+    assert metrics["settings"]["model.sweeps"] == ["outputs/multiruns/best_scratch"]
+    assert metrics["member_checkpoints"] == ["best_scratch/1_0/checkpoints/epoch.ckpt",
+                                             "best_scratch/1_1/checkpoints/epoch.ckpt"]
+    rows = {entry["settings"]: entry for entry in aggregate(read_runs(runs))}
+    assert rows["model.sweeps=[\"outputs/multiruns/best_scratch\"]"]["runs"] == 2
+    assert rows["model.sweeps=[\"elsewhere\"]"]["runs"] == 1
