@@ -30,7 +30,7 @@ def train(cfg: DictConfig) -> dict:
     resume_from = checked_resume(cfg)  # before anything is written into the run dir
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, datamodule)
     use_feature_cache(cfg, model, datamodule)
     loggers = build_loggers(cfg, resolved_config(cfg))
     if isinstance(model, FeatureClassifier):

@@ -148,6 +148,21 @@ def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, 
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_an_ensemble_finds_its_members_in_a_sweep_dir(data_dir, fixture_run, tmp_path):
+    import shutil
+
+    for seed in (0, 1):  # two runs of the same split, as a sweep over seeds leaves them
+        shutil.copytree(fixture_run, tmp_path / "sweep" / f"{seed}_resnet", ignore=shutil.ignore_patterns("csv"))
+    result = run_train("model=ensemble", f"model.sweeps=[{tmp_path}/sweep]", f"paths.data_dir={data_dir}",
+                       f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}/ensemble", "seed=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
+    tested = json.loads((fixture_run / "metrics.json").read_text())["tested_checkpoint"]
+    assert tested.startswith("checkpoints/epoch")
+    assert metrics["member_checkpoints"] == [f"{tmp_path}/sweep/{seed}_resnet/{tested}" for seed in (0, 1)]
+    assert metrics["settings"]["model.sweeps"] == [f"{tmp_path}/sweep"] and metrics["params"] == 2 * 174_840
+
+
 def test_a_failed_job_of_an_eval_sweep_is_recorded_for_the_report(fixture_run, data_dir, tmp_path):
     from emotion_lightning.evaluation.unfinished import read_unfinished
 

@@ -16,7 +16,7 @@ from emotion_lightning.data.corpora import Corpus
 from emotion_lightning.data.download import manual_steps
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.data.manifest import load_manifest
-from emotion_lightning.data.splits import PARTS, check_speaker_disjoint
+from emotion_lightning.data.splits import PARTS, check_speaker_disjoint, clip_keys
 from emotion_lightning.data.transforms import Chain, ClipContext, Codec
 from emotion_lightning.data.waveform_cache import WaveformCache
 
@@ -392,7 +392,7 @@ class EmotionDataModule(L.LightningDataModule):
         """IDs (`corpus:relative/path`) of one part's clips: what a checkpoint records of its train and val
         parts, so that eval can tell when a test clip was trained on."""
         rows = self.rows(part)
-        return [f"{corpus}:{file}" for corpus, file in zip(rows["corpus"], self.clip_files(rows))]
+        return clip_keys(rows["corpus"], self.clip_files(rows))
 
     def split_table(self) -> pd.DataFrame:
         """One row per clip used (file, corpus, speaker, part): the run's exact partition, in the format

@@ -13,6 +13,7 @@ from emotion_lightning.data.errors import MissingFileError, SettingError
 from sklearn.model_selection import train_test_split
 
 PARTS = ("train", "val", "test")
+SPLIT_FILE = "split.csv"  # a run dir's exact partition, clip by clip (DataModule.split_table); `split=file` reads it
 
 
 class RandomSplit:
@@ -200,6 +201,12 @@ class CrossCorpusSplit:
         assignment = assign_speakers(manifest, val, test)
         assignment[~manifest["corpus"].isin(self.train_corpora + self.test_corpora).to_numpy()] = "unused"
         return assignment
+
+
+def clip_keys(corpora, files) -> list[str]:
+    """Clip IDs, `corpus:path relative to the corpus root`: what a checkpoint records of its train and val parts,
+    and what a split.csv row (its corpus and file) names."""
+    return [f"{corpus}:{file}" for corpus, file in zip(corpora, files)]
 
 
 def clip_id(path: str) -> list[str]:

@@ -23,10 +23,14 @@ class ProbabilityMean(nn.Module):
         return (self.weights[:, None, None] * probabilities).sum(dim=0).clamp_min(1e-12).log()
 
 
-def build_ensemble(checkpoints: list[str], weights: list[float] | None = None, name: str = "ensemble",
-                   classes: list[str] | None = None, run_config: dict | None = None,
+def build_ensemble(checkpoints: list[str] | None, weights: list[float] | None = None, name: str = "ensemble",
+                   classes: list[str] | None = None, run_config: dict | None = None, sweeps: list[str] | None = None,
                    spec_augment=None, mixup_alpha: float | None = None, batch_augment=None) -> EmotionClassifier:
-    """An EmotionClassifier over trained checkpoints; it is tested, never trained (so never augmented)."""
+    """An EmotionClassifier over trained checkpoints; it is tested, never trained (so never augmented).
+
+    `sweeps` (model.sweeps) is where the train command found `checkpoints` (training/ensemble_members.py);
+    it is kept in the run config, as the ensemble's identity, and not read here.
+    """
     if spec_augment is not None or mixup_alpha is not None or batch_augment is not None:
         raise SettingError(f"augment={(run_config or {}).get('augment', {}).get('name', '?')} needs a model trained "
                            f"by gradient descent; an ensemble of checkpoints is only tested (use augment=none)")

@@ -72,6 +72,7 @@ class EmotionClassifier(L.LightningModule):
         # config choices (data, split, ...) by name. Set by the training job, read back by from_checkpoint.
         self.trained_clips: dict[str, list[str]] | None = None
         self.trained_choices: dict[str, str] | None = None
+        self.checkpoint_path: str | None = None  # the file from_checkpoint read it from
 
     def set_training_data(self, clips: dict[str, list[str]], choices: dict[str, str]) -> None:
         """Record the clip IDs of the train and val parts (and the config choices) in every checkpoint, so that
@@ -182,4 +183,5 @@ class EmotionClassifier(L.LightningModule):
         model = instantiate(run_config["model"], _partial_=True)(run_config=run_config)
         model.load_state_dict(checkpoint["state_dict"])
         model.trained_clips, model.trained_choices = checkpoint.get("clips"), checkpoint.get("choices")
+        model.checkpoint_path = str(path)
         return model.eval()

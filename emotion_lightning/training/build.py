@@ -13,10 +13,10 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.training.ensemble_members import member_checkpoints
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
-SPLIT_FILE = "split.csv"
 
 
 def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
@@ -38,7 +38,7 @@ def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
     write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
     # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
-    write_text(Path(cfg.paths.output_dir) / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
+    write_text(Path(cfg.paths.output_dir) / splits.SPLIT_FILE, datamodule.split_table().to_csv(index=False))
     log.info("clips per part:\n%s", split_table.to_string(index=False))
     return datamodule
 
@@ -62,13 +62,16 @@ def augmentation(cfg: DictConfig) -> dict:
     return arguments if wanted else {}
 
 
-def build_model(cfg: DictConfig):
-    """The configured model, given its augmentation and the resolved run config (saved in its checkpoints).
+def build_model(cfg: DictConfig, datamodule=None):
+    """The configured model, given its augmentation and the resolved run config (saved in its checkpoints); an
+    ensemble given `model.sweeps` gets the checkpoints of the runs that tested the (set-up) datamodule's test clips.
 
     The run config is handed to the built constructor rather than to `instantiate`, which would build the
     `_target_`s inside it (the DataModule, the split) a second time.
     """
-    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg))
+    members = member_checkpoints(cfg, datamodule)
+    constructor = instantiate(cfg.model, _partial_=True, **augmentation(cfg),
+                              **({"checkpoints": members} if members else {}))
     return constructor(run_config=resolved_config(cfg))
 
 

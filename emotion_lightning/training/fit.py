@@ -24,6 +24,11 @@ def best_epoch(checkpoint_path: str) -> int | None:
     return int(torch.load(checkpoint_path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
+def tested_checkpoint_path(path: str, run_dir: Path) -> str:
+    """The tested checkpoint's path relative to the run dir (so it holds when the run dir moves), else as it is."""
+    return Path(path).relative_to(run_dir).as_posix() if Path(path).is_relative_to(run_dir) else str(path)
+
+
 def check_same_run(cfg: DictConfig, resume_from: str) -> None:
     """Refuse to resume a checkpoint written under other result-changing settings (it would continue that run
     and report it under these settings), naming the settings that differ; `force_resume=true` overrides."""
@@ -108,6 +113,8 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     return {
         "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
         "tested_weights": ("best" if best_path else "last") if model.trainable else None,
+        # which file that is, in the run dir where it is there (model.sweeps ensembles take it as a member)
+        "tested_checkpoint": tested_checkpoint_path(best_path, Path(cfg.paths.output_dir)) if best_path else None,
         "best_epoch": best_epoch(best_path), "epochs_run": trainer.current_epoch,
         f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,
     }

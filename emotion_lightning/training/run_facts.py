@@ -50,7 +50,11 @@ def run_record(cfg: DictConfig, test_results: dict, tested, datamodule, **facts)
     choices = config_choices()
     settings = result_settings(resolved_config(cfg))
     members = getattr(getattr(tested, "network", None), "members", None)
-    if "model.checkpoints" in settings and members is not None:  # an ensemble: its members' configurations
+    if members is not None:  # an ensemble: which checkpoints made it, on this split and fold
+        facts = {"member_checkpoints": [member.checkpoint_path for member in members], **facts}
+    # The configuration of an ensemble given by checkpoints is its members' configurations (their paths differ
+    # from fold to fold); one given by model.sweeps is those sweeps, so that its folds pool as one command's row.
+    if settings.get("model.checkpoints") and members is not None:
         settings["model.checkpoints"] = member_identities([member.run_config for member in members])
     return {
         **test_results,
