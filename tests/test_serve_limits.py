@@ -309,7 +309,7 @@ def test_ffmpeg_that_hangs_is_stopped_after_its_timeout(fake_ffmpeg, monkeypatch
 
 # 5. File names a client may send -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("filename", ["voice\x00.wav", "voice.wav\x00.sh", "voice." + "w" * 300, "../../etc/x.wav",
+@pytest.mark.parametrize("filename", ["voice\x00.wav", "voice.w\x00av", "voice." + "w" * 300, "../../etc/x.wav",
                                       "voice"])
 def test_any_file_name_gets_an_answer_not_a_server_error(filename):
     body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
