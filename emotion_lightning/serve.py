@@ -8,13 +8,21 @@ from emotion_lightning.inference.predictor import predictor_from_config
 from emotion_lightning.training.commands import command
 
 
+def server_options(cfg: DictConfig) -> dict:
+    """uvicorn's settings from the serve config: where to listen, how many connections at once (more get 503),
+    how long an idle keep-alive connection stays open."""
+    return {"host": cfg.host, "port": cfg.port, "limit_concurrency": cfg.limit_concurrency,
+            "timeout_keep_alive": cfg.timeout_keep_alive}
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     import uvicorn
 
     with command():
-        app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
-        uvicorn.run(app, host=cfg.host, port=cfg.port)
+        app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds,
+                         allowed_hosts=list(cfg.allowed_hosts), docs=cfg.docs, upload_timeout=cfg.upload_timeout)
+        uvicorn.run(app, **server_options(cfg))
 
 
 if __name__ == "__main__":

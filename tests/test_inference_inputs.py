@@ -326,10 +326,10 @@ def test_a_decoder_failing_in_an_unexpected_way_on_one_file_leaves_the_others_an
     good, broken = write_speech(tmp_path / "good.wav"), write_speech(tmp_path / "broken.flac")
     real_load = predicting.load
 
-    def decoder_crash(path, sample_rate):  # e.g. imageio-ffmpeg without its binary raises RuntimeError
+    def decoder_crash(path, sample_rate, *limits):  # e.g. imageio-ffmpeg without its binary raises RuntimeError
         if Path(path) == broken:
             raise RuntimeError("no ffmpeg exe could be found")
-        return real_load(path, sample_rate)
+        return real_load(path, sample_rate, *limits)
 
     monkeypatch.setattr(predicting, "load", decoder_crash)
     results = make_predictor().predict_files([broken, good])
@@ -371,7 +371,7 @@ def client(predictor):
 
     from emotion_lightning.inference.app import create_app
 
-    return TestClient(create_app(predictor, max_upload_mb=1, max_seconds=10))
+    return TestClient(create_app(predictor, max_upload_mb=1, max_seconds=10), base_url="http://127.0.0.1")
 
 
 def wav(waveform: np.ndarray, rate: int = RATE) -> bytes:

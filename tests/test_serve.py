@@ -132,7 +132,7 @@ def test_serve_and_export_configs_build_what_the_commands_run(trained_checkpoint
     cfg = compose("serve", [f"ckpt={trained_checkpoint}", "max_upload_mb=1", "hop_seconds=1.0"])
     assert (cfg.host, cfg.port, cfg.backend, cfg.device, cfg.max_seconds) == ("127.0.0.1", 8000, "torch", "cpu", 600)
     app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
-    health = TestClient(app).get("/health").json()
+    health = TestClient(app, base_url="http://127.0.0.1").get("/health").json()
     assert (health["hop_seconds"], health["max_upload_mb"], health["backend"]) == (1.0, 1, "torch")
     assert (health["vad"], health["min_seconds"]) == ("silero", 0.5)
     export_cfg = compose("export", [f"ckpt={trained_checkpoint}"])

@@ -1,4 +1,9 @@
-"""Reading audio files: any format libsndfile reads, mixed to mono and resampled to the model rate."""
+"""Reading audio files: any format libsndfile reads, mixed to mono and resampled to the model rate.
+
+A file is checked against DecodeLimits on its header before it is decoded, then decoded in blocks that are mixed
+to mono and resampled as they come: a small file can declare hours at a huge rate and channel count (gigabytes
+once decoded whole), so memory stays one mono copy at the model rate whatever the file holds.
+"""
 
 import errno
 import os
@@ -12,9 +17,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from emotion_lightning.data.errors import SettingError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
-# Containers libsndfile does not read; decoded through ffmpeg when one is installed.
-FFMPEG_EXTENSIONS = (".m4a", ".aac", ".mp4")
+# Containers libsndfile does not read, with the ffmpeg demuxer each is read with (forced, never guessed from the
+# content); decoded through ffmpeg when one is installed.
+FFMPEG_FORMATS = {".m4a": "mov", ".aac": "aac", ".mp4": "mov"}
+FFMPEG_EXTENSIONS = tuple(FFMPEG_FORMATS)
+FFMPEG_TIMEOUT = 120  # seconds ffmpeg may take to decode one file
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time
 FFMPEG_HINT = ("install ffmpeg (apt-get install ffmpeg, or pip install 'emotion-lightning[m4a]' for a bundled "
                "binary), or convert the file to WAV/FLAC first")
 
@@ -74,6 +85,45 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+class TooLongError(AudioError):
+    """Audio longer than the max_seconds setting (the service answers 413, not 422)."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a file may hold to be decoded (the settings max_seconds, max_sample_rate, max_channels); refused on
+    its header, before decoding, and again as blocks arrive when a header under-declares its length."""
+
+    max_seconds: float | None = None
+    max_sample_rate: int = 192_000
+    max_channels: int = 8
+
+    def __post_init__(self):
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise SettingError(f"max_seconds={self.max_seconds}; use a positive number of seconds")
+        if not MIN_SAMPLE_RATE <= self.max_sample_rate:
+            raise SettingError(f"max_sample_rate={self.max_sample_rate}; use at least {MIN_SAMPLE_RATE} Hz "
+                               "(192000 by default)")
+        if not 1 <= self.max_channels:
+            raise SettingError(f"max_channels={self.max_channels}; use 1 or more (8 by default)")
+
+    def check(self, info: "AudioInfo") -> None:
+        """AudioError naming the setting a header exceeds (TooLongError for the length)."""
+        if info.sample_rate > self.max_sample_rate:
+            raise AudioError(f"sample rate {info.sample_rate} Hz is above max_sample_rate={self.max_sample_rate}; "
+                             "resample the file first (e.g. to 48000 Hz) or raise the setting")
+        if info.sample_rate < MIN_SAMPLE_RATE:
+            raise AudioError(f"sample rate {info.sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz, not an audio rate")
+        if info.channels > self.max_channels:
+            raise AudioError(f"{info.channels} channels, more than max_channels={self.max_channels}; mix the file "
+                             "down first or raise the setting")
+        self.check_seconds(info.duration)
+
+    def check_seconds(self, seconds: float) -> None:
+        if self.max_seconds is not None and seconds > self.max_seconds:
+            raise TooLongError(f"{seconds:.1f} s of audio is longer than max_seconds={self.max_seconds:g}")
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Read the header only; raise AudioError for unreadable or empty files."""
     path = Path(path)
@@ -114,24 +164,58 @@ def ffmpeg_executable() -> str | None:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    """Decode M4A/AAC (or anything ffmpeg reads) to a temporary float WAV, then read it with soundfile."""
+def _decode_with_ffmpeg(path: Path, sample_rate: int, limits: DecodeLimits) -> np.ndarray:
+    """Decode M4A/AAC with ffmpeg to a temporary mono float WAV at `sample_rate`, then read that as any file.
+
+    The demuxer comes from the extension, only local files may be opened (no network or other protocols),
+    decoding stops a second past max_seconds (the result is then refused as too long) and after
+    FFMPEG_TIMEOUT seconds."""
     executable = ffmpeg_executable()
     if executable is None:
         raise AudioError(f"{path.suffix} audio needs ffmpeg, which was not found: {FFMPEG_HINT}")
+    length = [] if limits.max_seconds is None else ["-t", f"{limits.max_seconds + 1:g}"]
     with tempfile.TemporaryDirectory() as folder:
         decoded = Path(folder) / "decoded.wav"
-        result = subprocess.run([executable, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-c:a", "pcm_f32le",
-                                 str(decoded)], capture_output=True, text=True, errors="replace")
+        command = [executable, "-nostdin", "-v", "error", "-protocol_whitelist", "file",
+                   "-f", FFMPEG_FORMATS[path.suffix.lower()], "-i", f"file:{path.resolve()}", *length,
+                   "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_f32le", "-f", "wav", str(decoded)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, errors="replace",
+                                    timeout=FFMPEG_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AudioError(f"ffmpeg took longer than {FFMPEG_TIMEOUT} s to decode it; convert the file to "
+                             "WAV/FLAC first") from None
         if result.returncode != 0 or not decoded.is_file():
             message = result.stderr.strip().splitlines()[-1:] or ["no output"]
             raise AudioError(f"cannot decode audio with ffmpeg: {message[0]}")
-        data, source_rate = sf.read(str(decoded), dtype="float32", always_2d=True)
-    return data, int(source_rate)
+        return _decode(decoded, sample_rate, limits)
 
 
-def load(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode a file to a mono float32 array at `sample_rate`; raise AudioError if it is not usable audio.
+def _decode(path: Path, sample_rate: int, limits: DecodeLimits) -> np.ndarray:
+    """Check the header against `limits`, then decode in blocks, each mixed to mono and resampled as it comes."""
+    with sf.SoundFile(str(path)) as audio:
+        source_rate = int(audio.samplerate)
+        limits.check(AudioInfo(source_rate, max(int(audio.frames), 0), int(audio.channels)))
+        stream = (None if source_rate == sample_rate else
+                  soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ"))
+        pieces, frames = [], 0
+        for block in audio.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+            frames += len(block)
+            limits.check_seconds(frames / source_rate)
+            if not np.isfinite(block).all():
+                raise AudioError("contains NaN or infinite samples")
+            mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+            pieces.append(mono if stream is None else stream.resample_chunk(mono))
+    if frames == 0:
+        raise AudioError("no audio samples")
+    if stream is not None:
+        pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(pieces).astype(np.float32, copy=False)
+
+
+def load(path: str | Path, sample_rate: int, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode a file to a mono float32 array at `sample_rate`; raise AudioError if it is not usable audio or
+    exceeds `limits` (TooLongError past max_seconds).
 
     libsndfile reads WAV, FLAC, OGG/Opus and MP3; M4A/AAC go through ffmpeg when one is installed.
     """
@@ -140,12 +224,17 @@ def load(path: str | Path, sample_rate: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
-        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as error:
+        sf.info(str(path))
+    except Exception as error:  # libsndfile raises several types for what it cannot read
         if path.suffix.lower() not in FFMPEG_EXTENSIONS:
             raise AudioError(f"cannot decode audio: {error}") from None
-        data, source_rate = _read_with_ffmpeg(path)
-    return to_model_rate(data, int(source_rate), sample_rate)
+        return _decode_with_ffmpeg(path, sample_rate, limits)
+    try:
+        return _decode(path, sample_rate, limits)
+    except AudioError:
+        raise
+    except Exception as error:  # a body that breaks off or is corrupt after a good header
+        raise AudioError(f"cannot decode audio: {error}") from None
 
 
 def channels_last(waveform, sample_rate) -> tuple[np.ndarray, int]:

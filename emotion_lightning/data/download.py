@@ -4,17 +4,22 @@
     DATA_DIR/crema_d/AudioWAV/*.wav + VideoDemographics.csv               (GitHub, Git LFS)
     DATA_DIR/tess/<SPK>_<emotion>/*.wav                                   (Borealis Dataverse)
 
-Every source URL is a parameter, so a mirror, a `file://` URL or a plain local path works as well. Every file
-is written under a temporary name (`NAME.part`, or a hidden folder for an unpacked archive) and renamed only
-once complete and verified, so an interrupted run never leaves a half file that looks complete; a second run
-resumes (HTTP Range for one archive, the list of finished files for per-file corpora). A complete install
-leaves a marker (`.download.json`: source, count, file sizes); a later run checks it and downloads nothing.
+Every source URL is a parameter, so a mirror, a `file://` URL or a plain local path works as well; a network
+source must be https (redirects stay on https), or plain http with a checksum or to this machine. Every file
+is written under a temporary name (`NAME.part`, never through a symbolic link, or a hidden folder for an
+unpacked archive) and renamed only once complete and verified, so an interrupted run never leaves a half file
+that looks complete; a second run resumes (HTTP Range for one archive, the list of finished files for per-file
+corpora), trusting a `.part` only when a size or checksum will check it. Only names of the corpus's own layout
+are installed, each clip's audio header is read before it counts as verified, and an archive is unpacked only
+within a size cap and the free disk space. A complete install leaves a marker (`.download.json`: source, count,
+file sizes); a later run checks it and downloads nothing.
 
 Standard library only (plus tqdm for progress bars), so this module stays at the bottom layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -24,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -151,6 +157,44 @@ def local_path(url: str) -> Path | None:
     return None
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_url(url: str, checksummed: bool) -> None:
+    """Refuse a source that could be altered on its way here: a network URL must be https, or plain http with a
+    checksum to verify or to this machine; a local path or file:// URL is the user's own."""
+    parsed = urllib.parse.urlparse(str(url))
+    if local_path(url) is not None or parsed.scheme == "https":
+        return
+    if parsed.scheme == "http" and (checksummed or parsed.hostname in LOOPBACK_HOSTS):
+        return
+    if parsed.scheme == "http":
+        raise DownloadError(f"{url}: plain http without a checksum could be altered on the way; use an https URL "
+                            "or set the source's checksum")
+    raise DownloadError(f"{url}: not an https, http, file:// URL or a local path")
+
+
+class _SameScheme(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL of the same scheme that `check_url` also allows (never https to http)."""
+
+    def __init__(self, checksummed: bool):
+        super().__init__()
+        self.checksummed = checksummed
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlparse(newurl).scheme != urllib.parse.urlparse(req.full_url).scheme:
+            raise DownloadError(f"{req.full_url} redirects to {newurl}, another scheme; refused")
+        check_url(newurl, self.checksummed)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, headers: dict | None, timeout: float, checksummed: bool = False):
+    """urlopen for a URL `check_url` allows, following redirects only as `_SameScheme` does."""
+    check_url(url, checksummed)
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    return urllib.request.build_opener(_SameScheme(checksummed)).open(request, timeout=timeout)
+
+
 def _unreachable(url: str, reason, manual: str) -> UnreachableError:
     steps = f"\nTo install it by hand: {manual}" if manual else ""
     return UnreachableError(f"cannot reach {url} ({reason}); check the network connection or the URL "
@@ -198,10 +242,6 @@ def _with_retries(url: str, attempt_once, retries: int, backoff: float, manual: 
                         f"again later to resume, or use a mirror.{steps}")
 
 
-def _request(url: str, headers: dict | None = None) -> urllib.request.Request:
-    return urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
-
-
 def fetch_json(url: str, *, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0, manual: str = ""):
     """The JSON document at `url` (or in a local file), with the retries of `fetch`."""
     path = local_path(url)
@@ -211,7 +251,7 @@ def fetch_json(url: str, *, retries: int = 5, backoff: float = 1.0, timeout: flo
         return json.loads(path.read_text(encoding="utf-8"))
 
     def once():
-        with urllib.request.urlopen(_request(url, {"Accept": "application/json"}), timeout=timeout) as response:
+        with _open(url, {"Accept": "application/json"}, timeout) as response:
             body = response.read()
             length = response.headers.get("Content-Length")
             if length is not None and len(body) < int(length):
@@ -225,17 +265,41 @@ def fetch_json(url: str, *, retries: int = 5, backoff: float = 1.0, timeout: flo
         raise DownloadError(f"{url} did not answer JSON ({error}); check the URL setting") from error
 
 
-def _transfer(url: str, part: Path, timeout: float, progress: bool, size: int | None) -> None:
+def _open_part(part: Path, append: bool):
+    """The .part file for writing, never through a symbolic link; a fresh one replaces whatever had its name."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
+    if not append:
+        part.unlink(missing_ok=True)  # removes a link itself, not what it points to
+    try:
+        return os.fdopen(os.open(part, flags, 0o666), "ab" if append else "wb")
+    except OSError as error:
+        raise DownloadError(f"cannot write {part} ({error.strerror}); remove it and run again") from None
+
+
+def _resumable_size(part: Path, verifiable: bool) -> int:
+    """Bytes of a leftover .part to resume from: 0 unless it is a regular file and a size or checksum will check
+    the result (a .part nothing verifies could hold anything)."""
+    try:
+        status = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    if verifiable and stat.S_ISREG(status.st_mode):
+        return status.st_size
+    part.unlink()
+    return 0
+
+
+def _transfer(url: str, part: Path, timeout: float, progress: bool, size: int | None, checksummed: bool) -> None:
     """One attempt: append to `part` from its current size (HTTP Range), or start over if the server sends all."""
-    have = part.stat().st_size if part.exists() else 0
+    have = _resumable_size(part, checksummed or size is not None)
     if size is not None and have > size:
         part.unlink()
         have = 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
-        response = urllib.request.urlopen(_request(url, headers), timeout=timeout)
+        response = _open(url, headers, timeout, checksummed)
     except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # the .part is already whole; the checksum decides
+        if error.code == 416 and have:  # the .part is already whole; the size or checksum decides
             return
         raise
     with response:
@@ -251,13 +315,15 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, size: int | 
         expected = int(length) if length is not None else None
         total = have + expected if expected is not None else size
         received = 0
-        with open(part, "ab" if resuming else "wb") as out, \
+        with _open_part(part, append=resuming) as out, \
                 tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
                      desc=PurePosixPath(urllib.parse.urlparse(url).path).name[:40],
                      disable=None if progress else True) as bar:
             for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
                 received += len(block)
+                if size is not None and have + received > size:
+                    raise DownloadError(f"{url} sent more than the {size} bytes its source lists; refused")
+                out.write(block)
                 bar.update(len(block))
     if expected is not None and received < expected:
         raise _Retryable(f"connection closed after {have + received} of {have + expected} bytes")
@@ -266,7 +332,8 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, size: int | 
 def _copy_local(source: Path, part: Path, url: str, manual: str) -> None:
     if not source.is_file():
         raise _unreachable(url, "no such file", manual)
-    shutil.copyfile(source, part)
+    with open(source, "rb") as original, _open_part(part, append=False) as out:
+        shutil.copyfileobj(original, out, CHUNK)
 
 
 def fetch(url: str, dest: str | Path, checksum: str | None = None, *, size: int | None = None, retries: int = 5,
@@ -284,13 +351,16 @@ def fetch(url: str, dest: str | Path, checksum: str | None = None, *, size: int 
             size is None or dest.stat().st_size == size) and (
             expected is None or file_digest(dest, expected[0]) == expected[1]):
         return dest
+    source = local_path(url)
+    if source is None:
+        check_url(url, expected is not None)  # before anything is written
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    source = local_path(url)
     if source is not None:
         _copy_local(source, part, url, manual)
     else:
-        _with_retries(url, lambda: _transfer(url, part, timeout, progress, size), retries, backoff, manual)
+        _with_retries(url, lambda: _transfer(url, part, timeout, progress, size, expected is not None), retries,
+                      backoff, manual)
     if expected is not None:
         algorithm, want = expected
         got = file_digest(part, algorithm)
@@ -382,6 +452,18 @@ def _safe_join(root: Path, relative: str, url: str) -> Path:
     if not parts or any(part in ("..", "") for part in parts) or PurePosixPath(relative).is_absolute():
         raise DownloadError(f"{url} lists a file outside the corpus folder: {relative!r}")
     return root.joinpath(*parts)
+
+
+def check_audio(path: Path, origin: str) -> None:
+    """DownloadError unless `path` starts with a readable audio header (read, not decoded): a clip that only has
+    the right name is not installed as verified. Imported here so that this module itself needs no audio
+    libraries."""
+    from emotion_lightning.data.audio import AudioError, probe
+
+    try:
+        probe(path)
+    except AudioError as error:
+        raise DownloadError(f"{origin} is not audio ({error}); the source is damaged or not the corpus") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -498,8 +580,11 @@ class Ravdess:
     checksum: str | None = None
     expected: int = 1440
     keep_archive: bool = False
+    max_unpacked_mb: float = 2000
 
     name = "ravdess"
+    # Actor_XX/03-01-EE-II-SS-RR-AA.wav, at the zip's root or inside one folder; nothing else is unpacked.
+    clip_name = re.compile(r"(?:[\w -]+/)?(Actor_\d\d/\d\d(?:-\d\d){6}\.wav)")
 
     def archive_source(self, root: Path, retries: int, backoff: float,
                        timeout: float) -> tuple[str, str | None, int | None]:
@@ -519,6 +604,9 @@ class Ravdess:
                 url = self.archive_url or links.get("self") or links.get("content") or links.get("download")
                 if not url:
                     raise DownloadError(f"{self.record_url}: the entry for {self.archive} has no download link")
+                if not self.archive_url and urllib.parse.urlparse(str(url)).scheme not in ("http", "https"):
+                    raise DownloadError(f"{self.record_url}: the link for {self.archive} is {url!r}, not an "
+                                        "http(s) URL; refused")
                 return url, self.checksum or entry.get("checksum"), entry.get("size")
         raise DownloadError(f"{self.record_url} lists no file named {self.archive}; check "
                             f"sources.ravdess.record_url and sources.ravdess.archive")
@@ -537,59 +625,95 @@ class Ravdess:
         zip_path = fetch(url, root / self.archive, checksum, size=size, retries=retries, backoff=backoff,
                          timeout=timeout, progress=progress, manual=manual_steps("ravdess", root))
         target = root / PurePosixPath(self.archive).stem
-        files = self.unpack(zip_path, data_dir, target)
+        try:
+            files = self.unpack(zip_path, data_dir, target)
+        except Exception:  # nothing of a failed unpack stays: not the zip, not an empty corpus folder
+            zip_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+            raise
         count = _finish(self.name, root, self.record_url or url, files, self.expected)
         if not self.keep_archive:
             zip_path.unlink()
         return count
 
     def unpack(self, zip_path: Path, data_dir: Path, target: Path) -> dict[str, int]:
-        """Unzip into a hidden folder beside the corpus (never read by the loader), check the clip count, then
-        rename it onto `target`; returns {path relative to the corpus root: size}."""
+        """Unzip the clips (names of RAVDESS's layout only) into a hidden folder beside the corpus (never read by
+        the loader), check their count and audio headers, then rename it onto `target`; returns {path relative
+        to the corpus root: size}. Refused before anything is written: duplicate clips, more than
+        max_unpacked_mb in all, or more than the free disk space."""
         for stale in data_dir.glob(".ravdess-unpack-*"):
             shutil.rmtree(stale, ignore_errors=True)
         staging = temporary_dir(data_dir, prefix=".ravdess-unpack-")  # not mkdtemp: its 0700 would stick
         try:
             try:
                 with zipfile.ZipFile(zip_path) as archive:
-                    archive.extractall(staging)
+                    clips = self.clips_in(archive, zip_path, data_dir)
+                    for relative, entry in clips.items():  # zipfile stops each at the size it declares
+                        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                        with archive.open(entry) as source, open(staging / relative, "xb") as out:
+                            shutil.copyfileobj(source, out, CHUNK)
             except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a bad directory, or corrupt deflate data
                 raise DownloadError(f"{zip_path} is not a readable zip ({type(error).__name__}: {error}); delete it "
                                     "and run again") from error
-            content = staging
-            while not any(content.glob("Actor_*")):
-                children = [p for p in content.iterdir() if p.is_dir() and p.name != "__MACOSX"]
-                if len(children) != 1:
-                    break
-                content = children[0]
-            clips = sorted(content.glob("Actor_*/*.wav"))
             if len(clips) != self.expected:
                 raise DownloadError(f"{zip_path} holds {len(clips)} clips in Actor_XX/ folders, {self.expected} "
                                     f"expected; delete it and run again, or set sources.ravdess.expected.")
+            for relative in clips:
+                check_audio(staging / relative, f"{zip_path}: {relative}")
             if target.exists():
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(content, target)
+            os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         root = target.parent
         return {_relative(root, path): path.stat().st_size for path in target.rglob("*") if path.is_file()}
 
+    def clips_in(self, archive: zipfile.ZipFile, zip_path: Path, data_dir: Path) -> dict[str, zipfile.ZipInfo]:
+        """{Actor_XX/NAME.wav: entry} of the archive's clips; other entries are left out (and counted in the log)."""
+        clips, others = {}, []
+        for entry in (entry for entry in archive.infolist() if not entry.is_dir()):
+            match = self.clip_name.fullmatch(entry.filename)
+            if match is None:
+                others.append(entry.filename)
+            elif match.group(1) in clips:
+                raise DownloadError(f"{zip_path} holds {match.group(1)} twice; it is not RAVDESS's archive, delete it")
+            else:
+                clips[match.group(1)] = entry
+        if others:
+            log.warning("%s: %d entries outside Actor_XX/NN-NN-NN-NN-NN-NN-NN.wav left out (e.g. %r)", zip_path,
+                        len(others), others[0])
+        declared = sum(entry.file_size for entry in clips.values())
+        if declared > self.max_unpacked_mb * 2**20:
+            raise DownloadError(f"{zip_path} would unpack to {declared / 2**20:,.0f} MB, more than "
+                                f"sources.ravdess.max_unpacked_mb={self.max_unpacked_mb:g}; it is not RAVDESS's "
+                                "archive, delete it")
+        free = shutil.disk_usage(data_dir).free
+        if declared > free:
+            raise DownloadError(f"{zip_path} unpacks to {declared / 2**20:,.0f} MB, but {data_dir} has only "
+                                f"{free / 2**20:,.0f} MB free; free some space and run again")
+        return clips
 
-def _reject_lfs_pointer(path: Path, remote: RemoteFile) -> None:
+
+def _check_clip(path: Path, remote: RemoteFile) -> None:
+    """A downloaded .wav must be audio: a Git LFS pointer (CREMA-D's wrong URL) is named as such."""
+    if not remote.relative.lower().endswith(".wav"):
+        return
     with open(path, "rb") as handle:
         head = handle.read(len(LFS_POINTER_PREFIX))
     if head == LFS_POINTER_PREFIX:
         raise DownloadError(f"{remote.url} served a Git LFS pointer, not the audio; sources.crema_d.media_url "
                             f"must serve LFS content (https://media.githubusercontent.com/media/...)")
+    check_audio(path, remote.url)
 
 
 @dataclass
 class CremaD:
     """CREMA-D: AudioWAV/*.wav (Git LFS, from `media_url`) and VideoDemographics.csv (from `raw_url`), file
     list from the GitHub tree API, fetched concurrently into DATA_DIR/crema_d/. GitHub publishes no checksum
-    for LFS files: each file is checked against its Content-Length and for being real content, not an LFS
-    pointer."""
+    for LFS files: each file is checked against its Content-Length and each clip for an audio header (not an
+    LFS pointer); only names of the form AudioWAV/AAAA_SSS_EEE_LL.wav are fetched."""
 
     tree_url: str = ("https://api.github.com/repos/CheyneyComputerScience/CREMA-D/git/trees/master?recursive=1")
     media_url: str = "https://media.githubusercontent.com/media/CheyneyComputerScience/CREMA-D/master/"
@@ -599,6 +723,7 @@ class CremaD:
     expected: int = 7442
 
     name = "crema_d"
+    clip_name = re.compile(r"\d{4}_[A-Z]{3}_[A-Z]{3}_[A-Z]{2}\.wav")
 
     def file_list(self, root: Path, retries: int, backoff: float, timeout: float) -> list[RemoteFile]:
         tree = fetch_json(self.tree_url, retries=retries, backoff=backoff, timeout=timeout,
@@ -608,7 +733,8 @@ class CremaD:
         if tree.get("truncated"):
             raise DownloadError(f"{self.tree_url}: GitHub truncated the file list; use a mirror's full listing")
         blobs = {entry["path"] for entry in tree["tree"] if entry.get("type") == "blob"}
-        audio = sorted(p for p in blobs if p.startswith(self.audio_dir + "/") and p.lower().endswith(".wav"))
+        audio = sorted(p for p in blobs if p.startswith(self.audio_dir + "/")
+                       and self.clip_name.fullmatch(p[len(self.audio_dir) + 1:]))
         if len(audio) != self.expected:
             raise DownloadError(f"{self.tree_url} lists {len(audio)} clips under {self.audio_dir}/, {self.expected} "
                                 f"expected; check sources.crema_d.tree_url or set sources.crema_d.expected")
@@ -628,7 +754,7 @@ class CremaD:
         files = self.file_list(root, retries, backoff, timeout)
         done = fetch_many(self.name, root, files, self.tree_url, workers=workers, retries=retries, backoff=backoff,
                           timeout=timeout, progress=progress, manual=manual_steps("crema_d", root),
-                          save_every=save_every, check=_reject_lfs_pointer)
+                          save_every=save_every, check=_check_clip)
         return _finish(self.name, root, self.tree_url, done, self.expected)
 
 
@@ -648,7 +774,8 @@ def tess_folder(filename: str) -> str:
 @dataclass
 class Tess:
     """TESS: every .wav of a Dataverse dataset, listed by the dataset API and fetched per file from
-    `file_url` (with `{id}`), verified by the md5 the API publishes, into DATA_DIR/tess/<SPK>_<emotion>/."""
+    `file_url` (with `{id}`), verified by the md5 the API publishes and an audio header, into
+    DATA_DIR/tess/<SPK>_<emotion>/<name>.wav (names of letters, digits, _, ', - and spaces only)."""
 
     dataset_url: str = ("https://borealisdata.ca/api/datasets/:persistentId/"
                         "?persistentId=doi:10.5683/SP2/E8H2MF")
@@ -656,6 +783,7 @@ class Tess:
     expected: int = 2800
 
     name = "tess"
+    clip_path = re.compile(r"(?i)(OAF|YAF)_[\w -]+/[\w' -]+\.wav")
 
     def file_list(self, root: Path, retries: int, backoff: float, timeout: float) -> list[RemoteFile]:
         dataset = fetch_json(self.dataset_url, retries=retries, backoff=backoff, timeout=timeout,
@@ -677,6 +805,9 @@ class Tess:
             md5 = data_file.get("md5") or (data_file.get("checksum") or {}).get("value")
             checksum_type = ((data_file.get("checksum") or {}).get("type") or "md5").lower().replace("-", "")
             checksum = f"{checksum_type}:{md5}" if md5 and checksum_type in ("md5", "sha256") else None
+            if not self.clip_path.fullmatch(f"{folder}/{filename}") or not str(data_file.get("id")).isdigit():
+                raise DownloadError(f"{self.dataset_url} lists {folder}/{filename!r} (id {data_file.get('id')!r}), "
+                                    "not a TESS clip; check sources.tess.dataset_url")
             files.append(RemoteFile(self.file_url.format(id=data_file["id"]), f"{folder}/{filename}", checksum,
                                     data_file.get("filesize")))
         if len(files) != self.expected:
@@ -693,7 +824,7 @@ class Tess:
         files = self.file_list(root, retries, backoff, timeout)
         done = fetch_many(self.name, root, files, self.dataset_url, workers=workers, retries=retries,
                           backoff=backoff, timeout=timeout, progress=progress, manual=manual_steps("tess", root),
-                          save_every=save_every)
+                          save_every=save_every, check=_check_clip)
         return _finish(self.name, root, self.dataset_url, done, self.expected)
 
 
@@ -718,5 +849,9 @@ def download(corpus: str, data_dir: str | Path, sources: dict | None = None, *, 
         options = {"retries": retries, "backoff": backoff, "timeout": timeout, "progress": progress}
         if name != "ravdess":
             options["workers"] = workers
-        counts[name] = source.install(data_dir, **options)
+        try:
+            counts[name] = source.install(data_dir, **options)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as error:
+            raise DownloadError(f"{name}: cannot write {error.filename} ({error.strerror}): a file and a folder "
+                                "want the same name there; move it away and run again") from error
     return counts

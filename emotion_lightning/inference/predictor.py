@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, channels_last,
-                                          find_audio_files, load, to_model_rate)
+from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, DecodeLimits,
+                                          channels_last, find_audio_files, load, to_model_rate)
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.inference.metadata import METADATA_KEY, default_output, metadata
 from emotion_lightning.inference.speech import speech_detector, speech_windows
@@ -99,7 +99,9 @@ class EmotionPredictor:
 
     def __init__(self, backend, classes: list[str], sample_rate: int, window_seconds: float,
                  hop_seconds: float | None = None, batch_size: int = 16, model_name: str = "model",
-                 vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3):
+                 vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3,
+                 limits: DecodeLimits = DecodeLimits()):
+        self.limits = limits  # what a file may hold before it is decoded (rate, channels, length)
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
         self.window = int(round(window_seconds * self.sample_rate))
         if self.window <= 0:
@@ -121,7 +123,7 @@ class EmotionPredictor:
     def from_checkpoint(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
                         window_seconds: float | None = None, hop_seconds: float | None = None,
                         batch_size: int = 16, vad: str = "silero", min_seconds: float = 0.5,
-                        vad_threshold: float = 0.3) -> "EmotionPredictor":
+                        vad_threshold: float = 0.3, limits: DecodeLimits = DecodeLimits()) -> "EmotionPredictor":
         """From a training checkpoint (.ckpt) or an ONNX export (.onnx).
 
         backend=onnx with a .ckpt exports it beside the checkpoint on first use (and again when the
@@ -130,7 +132,7 @@ class EmotionPredictor:
         path = Path(path)
         if path.suffix == ".onnx":
             return cls.from_onnx(path, device, window_seconds, hop_seconds, batch_size, vad=vad,
-                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold, limits=limits)
         if backend not in ("torch", "onnx"):
             raise SettingError(f"backend={backend!r}; use torch or onnx")
         if not path.is_file():
@@ -138,26 +140,27 @@ class EmotionPredictor:
         if backend == "onnx":
             exported = ensure_onnx_export(path)
             return cls.from_onnx(exported, device, window_seconds, hop_seconds, batch_size, vad=vad,
-                                 min_seconds=min_seconds, vad_threshold=vad_threshold)
+                                 min_seconds=min_seconds, vad_threshold=vad_threshold, limits=limits)
         from emotion_lightning.models.module import EmotionClassifier
 
         model = EmotionClassifier.from_checkpoint(path)
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
                    info["clip_seconds"] if window_seconds is None else window_seconds, hop_seconds, batch_size,
-                   info["model"], vad, min_seconds, vad_threshold)
+                   info["model"], vad, min_seconds, vad_threshold, limits)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", window_seconds: float | None = None,
                   hop_seconds: float | None = None, batch_size: int = 16, threads: int = 0, vad: str = "silero",
-                  min_seconds: float = 0.5, vad_threshold: float = 0.3) -> "EmotionPredictor":
+                  min_seconds: float = 0.5, vad_threshold: float = 0.3,
+                  limits: DecodeLimits = DecodeLimits()) -> "EmotionPredictor":
         backend = OnnxBackend(path, device, threads)
         info = backend.info
         if window_seconds is not None and int(round(window_seconds * info["sample_rate"])) != backend.window:
             raise SettingError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
                                f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
-                   info["model"], vad, min_seconds, vad_threshold)
+                   info["model"], vad, min_seconds, vad_threshold, limits)
 
     # --- public API -------------------------------------------------------------------------------
     def predict_array(self, waveform, sample_rate: int) -> dict:
@@ -205,7 +208,7 @@ class EmotionPredictor:
     def _load(self, path: str | Path) -> np.ndarray:
         """`load`, with a folder that holds no audio (requested, or named like audio) said as such."""
         try:
-            return load(path, self.sample_rate)
+            return load(path, self.sample_rate, self.limits)
         except AudioError:
             with contextlib.suppress(OSError):  # a path stat cannot reach keeps load's permission message
                 if Path(path).is_dir() and not find_audio_files(path, PREDICT_EXTENSIONS):
@@ -309,4 +312,6 @@ def predictor_from_config(cfg) -> EmotionPredictor:
     return EmotionPredictor.from_checkpoint(cfg.ckpt, backend=cfg.backend, device=cfg.device,
                                             window_seconds=cfg.window_seconds, hop_seconds=cfg.hop_seconds,
                                             batch_size=cfg.batch_size, vad=cfg.vad, min_seconds=cfg.min_seconds,
-                                            vad_threshold=cfg.vad_threshold)
+                                            vad_threshold=cfg.vad_threshold,
+                                            limits=DecodeLimits(max_sample_rate=cfg.max_sample_rate,
+                                                                max_channels=cfg.max_channels))
