@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -156,16 +157,57 @@ def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_pat
     assert "## Failed jobs" in (tmp_path / "report" / "report.md").read_text()
 
 
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two CPU processes (gloo)
+SCORES = ("test_ua", "test_wa", "test_macro_f1", "confusion_matrix", "breakdowns", "tested_clips")
+
+
+def scores(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {key: metrics[key] for key in SCORES}
+
+
 @pytest.mark.slow
-def test_ddp_trains_one_job_in_two_cpu_processes(data_dir, tmp_path):
-    result = run_module("emotion_lightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                        *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", "logger=csv")
+def test_ddp_trains_one_job_in_two_cpu_processes_scoring_every_clip_once(data_dir, tmp_path, wandb_env):
+    # 15 test and 15 val clips over 2 ranks: Lightning's sampler pads each part with a repeated clip
+    run = tmp_path / "run"
+    result = run_module("emotion_lightning.train", *DDP, *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={run}",
+                        "logger=[csv,wandb]", env=wandb_env)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output  # both ranks joined the process group
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["clips"]["test"] == 15 and sum(map(sum, metrics["confusion_matrix"])) >= 15
-    assert "breakdowns" not in metrics  # per-clip predictions are sharded across ranks: no per-speaker breakdown
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["clips"]["test"] == metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    assert sum(group["clips"] for group in metrics["breakdowns"]["speaker"].values()) == 15
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert len(predictions) == predictions["file"].nunique() == 15
+    # rank 1 wrote nothing of its own: no failure record (its W&B logger is Lightning's dummy), one W&B run
+    assert not (run / "failure.json").exists() and len(list(run.glob("wandb/offline-run-*"))) == 1
+    # the same checkpoint in one process: the same test scores, and its validation score is the one selected on
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    for part in ("test", "val"):
+        single = run_module("emotion_lightning.eval", f"ckpt_path={best}", f"part={part}",
+                            f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/{part}")
+        assert single.returncode == 0, single.stderr[-3000:]
+    assert scores(tmp_path / "test") == {key: metrics[key] for key in SCORES}
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["test_ua"] == pytest.approx(
+        metrics["best_val_ua"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_eval_of_a_checkpoint_in_two_processes_equals_one_process(trained_checkpoint, data_dir, tmp_path):
+    # a noise condition (seeded per clip) on 15 test clips: one padded clip counted twice changed every score
+    runs = {}
+    for name, trainer in (("single", []), ("ddp", DDP)):
+        result = run_module("emotion_lightning.eval", f"ckpt_path={trained_checkpoint}", f"paths.data_dir={data_dir}",
+                            "robustness=noise", "robustness.snr_db=5", *trainer, f"hydra.run.dir={tmp_path}/{name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = scores(tmp_path / name)
+    assert runs["ddp"] == runs["single"] and runs["ddp"]["tested_clips"] == 15
+    assert sum(map(sum, runs["ddp"]["confusion_matrix"])) == 15
+    single, ddp = (pd.read_csv(tmp_path / name / "predictions.csv") for name in ("single", "ddp"))
+    assert ddp[["file", "true", "predicted"]].equals(single[["file", "true", "predicted"]])
+    probabilities = [column for column in single if column.startswith("p_")]
+    np.testing.assert_allclose(ddp[probabilities], single[probabilities], atol=1e-5)
 
 
 def test_launcher_and_sweeper_configs_compose(compose_train):

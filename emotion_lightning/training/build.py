@@ -13,6 +13,7 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.training.distributed import rank_zero
 from emotion_lightning.training.run_facts import resolved_config
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,11 @@ def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
                              **transforms, **overrides)
     datamodule.setup("fit")
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
-    write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
-    # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
-    write_text(Path(cfg.paths.output_dir) / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
-    log.info("clips per part:\n%s", split_table.to_string(index=False))
+    if rank_zero():
+        write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
+        # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
+        write_text(Path(cfg.paths.output_dir) / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
+        log.info("clips per part:\n%s", split_table.to_string(index=False))
     return datamodule
 
 

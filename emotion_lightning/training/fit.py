@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings
 from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from emotion_lightning.training.distributed import check_can_launch, wait_for_other_ranks
 from emotion_lightning.training.run_facts import config_choices, resolved_config
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     model.set_training_data({part: datamodule.clip_ids(part) for part in ("train", "val")}, config_choices())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    check_can_launch(trainer)
 
     resume_from = resume_from if model.trainable else None
     if resume_from:
@@ -104,6 +106,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     if model.trainable and not best_path:
         log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
+    wait_for_other_ranks(trainer)
     best_score = checkpoint.best_model_score if best_path else None
     return {
         "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,
