@@ -15,7 +15,7 @@ from emotion_lightning.training.build import build_datamodule, build_model, use_
 from emotion_lightning.training.commands import command
 from emotion_lightning.training.distributed import ddp_job, rank_zero
 from emotion_lightning.training.failures import record_failure
-from emotion_lightning.training.fit import checked_resume, fit_and_test_classical, fit_and_test_lightning
+from emotion_lightning.training.fit import checked_resume, finished_record, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
 from emotion_lightning.training.run_facts import resolved_config, run_record
 
@@ -29,6 +29,10 @@ def train(cfg: DictConfig) -> dict:
         raise SettingError(f"monitor={cfg.monitor}; use a validation score where higher is better: "
                            f"{', '.join(MONITORS)}")
     resume_from = checked_resume(cfg)  # before anything is written into the run dir
+    if (finished := finished_record(cfg)) is not None:
+        log.info("%s/metrics.json: this run finished earlier; skipped (delete metrics.json to test it again)",
+                 cfg.paths.output_dir)
+        return finished
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)

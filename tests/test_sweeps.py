@@ -210,6 +210,34 @@ def test_eval_of_a_checkpoint_in_two_processes_equals_one_process(trained_checkp
     np.testing.assert_allclose(ddp[probabilities], single[probabilities], atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_ddp_sweep_is_one_multirun_and_a_rerun_skips_finished_jobs_and_resumes_the_others(data_dir, tmp_path):
+    # Lightning starts rank 1 by running the command again: with `-m` it used to run the whole sweep a second time
+    sweep, outputs = tmp_path / "sweep", tmp_path / "outputs"
+    command = ["-m", "seed=0,1", *DDP, *quick(data_dir, tmp_path / "cache"), "logger=none", f"hydra.sweep.dir={sweep}",
+               f"paths.outputs_dir={outputs}"]
+    result = run_module("emotion_lightning.train", *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("MEMBER: 2/2") == 2  # each job started its own rank 1
+    jobs = sorted(path.parent.name for path in tmp_path.rglob("metrics.json"))
+    assert jobs == ["0_resnet_ravdess_speaker_independent_seed0", "1_resnet_ravdess_speaker_independent_seed1"]
+    assert not outputs.exists()  # no second sweep (nor run) dir
+    first = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in jobs}
+    assert all(sum(map(sum, metrics["confusion_matrix"])) == metrics["clips"]["test"] for metrics in first.values())
+
+    # job 1 died before testing (its checkpoints written, no metrics.json); the same command again:
+    finished = (sweep / jobs[0] / "metrics.json").read_bytes()
+    (sweep / jobs[1] / "metrics.json").unlink()
+    again = run_module("emotion_lightning.train", *command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (sweep / jobs[0] / "metrics.json").read_bytes() == finished  # skipped, not tested again
+    resumed = json.loads((sweep / jobs[1] / "metrics.json").read_text())
+    assert resumed["resumed_from"] == str(sweep / jobs[1] / "checkpoints" / "last.ckpt")
+    volatile = {"train_seconds", "resumed_from", "versions", "epochs_run"}
+    assert {k: v for k, v in resumed.items() if k not in volatile} == {
+        k: v for k, v in first[jobs[1]].items() if k not in volatile}
+
+
 def test_launcher_and_sweeper_configs_compose(compose_train):
     assert compose_train(["hydra/launcher=parallel"]).hydra.launcher.n_jobs == 2
     slurm = compose_train(["hydra/launcher=slurm"]).hydra.launcher

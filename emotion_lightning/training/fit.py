@@ -1,6 +1,7 @@
 """Fit on train, select on val, test: the Lightning path (the best checkpoint is tested) and the classical one
 (scikit-learn fitted on train+val features). Each returns facts about the fit for metrics.json."""
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -59,6 +60,16 @@ def checked_resume(cfg: DictConfig) -> str | None:
     if resume_from:
         check_same_run(cfg, resume_from)
     return resume_from
+
+
+def finished_record(cfg: DictConfig) -> dict | None:
+    """This run dir's metrics.json when an earlier attempt finished the run under the same settings (none when a
+    checkpoint is named): a sweep run again skips its finished jobs instead of testing them again."""
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if cfg.get("ckpt_path") or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return None if differences(result_settings(resolved_config(cfg)), record.get("settings", {})) else record
 
 
 def seen_clips(model, datamodule) -> dict[str, int] | None:
