@@ -13,7 +13,7 @@ from emotion_lightning.evaluation.test_results import predictions_table, save_re
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
 from emotion_lightning.training.commands import command
-from emotion_lightning.training.distributed import ddp_job, rank_zero
+from emotion_lightning.training.distributed import ddp_job, process_rank, rank_zero
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import checked_resume, finished_record, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
@@ -33,7 +33,8 @@ def train(cfg: DictConfig) -> dict:
         log.info("%s/metrics.json: this run finished earlier; skipped (delete metrics.json to test it again)",
                  cfg.paths.output_dir)
         return finished
-    L.seed_everything(cfg.seed, workers=True)
+    # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
+    L.seed_everything(cfg.seed + process_rank(), workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     use_feature_cache(cfg, model, datamodule)

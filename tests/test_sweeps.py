@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from emotion_lightning.training.resolvers import job_device
+from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = ["model=resnet,lstm", "robustness=clean,volume"]  # 2 models x 2 test conditions: 4 jobs
@@ -236,6 +237,18 @@ def test_a_ddp_sweep_is_one_multirun_and_a_rerun_skips_finished_jobs_and_resumes
     volatile = {"train_seconds", "resumed_from", "versions", "epochs_run"}
     assert {k: v for k, v in resumed.items() if k not in volatile} == {
         k: v for k, v in first[jobs[1]].items() if k not in volatile}
+
+
+@pytest.mark.slow
+def test_ddp_fine_tunes_a_layer_subset_of_an_encoder(data_dir, tmp_path):
+    # plain strategy=ddp: the layers above the mix's top are frozen, so no trainable parameter goes without a gradient
+    result = run_module("emotion_lightning.train", *DDP, "model=whisper_finetune", "model.network.checkpoint=null",
+                        f"model.network.config={TINY_WHISPER_OVERRIDE}", "model.network.layers=[0,1]",
+                        "audio.clip_seconds=0.5", *quick(data_dir, tmp_path / "cache"), "logger=none",
+                        f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
 
 
 def test_launcher_and_sweeper_configs_compose(compose_train):

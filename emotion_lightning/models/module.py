@@ -12,7 +12,7 @@ from torch import nn
 
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
-from emotion_lightning.models.random_state import random_states, restore_random_states
+from emotion_lightning.models.random_state import all_ranks_random_states, restore_rank_random_states
 
 
 class EmotionClassifier(L.LightningModule):
@@ -169,13 +169,14 @@ class EmotionClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
-        checkpoint["random_states"] = random_states()
+        checkpoint["random_states"] = all_ranks_random_states()  # by rank: each continues its own streams
         checkpoint["clips"] = self.trained_clips
         checkpoint["choices"] = self.trained_choices
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "random_states" in checkpoint:
-            restore_random_states(checkpoint["random_states"])
+        saved = checkpoint.get("random_states")
+        if saved is not None:  # a dict: written by one process before states were kept per rank
+            restore_rank_random_states(saved if isinstance(saved, list) else [saved], self.global_rank)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "EmotionClassifier":

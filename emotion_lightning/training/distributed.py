@@ -20,10 +20,16 @@ from emotion_lightning.data.errors import SettingError
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
+def process_rank() -> int:
+    """This process's rank in its DDP job (0 without one), known before any Trainer exists: Lightning's reading of
+    RANK, LOCAL_RANK or SLURM's task id, offset by 1000 per NODE_RANK (a launched rank on another node: unique,
+    not dense)."""
+    return rank_zero_only.rank + 1000 * int(os.environ.get("NODE_RANK") or 0)
+
+
 def rank_zero() -> bool:
-    """Whether this process writes the run's files (its global rank is 0; also true without DDP). Read from the
-    environment the launcher or SLURM gives each rank, so it holds before any Trainer exists."""
-    return rank_zero_only.rank == 0
+    """Whether this process writes the run's files (also true without DDP)."""
+    return process_rank() == 0
 
 
 @contextmanager
