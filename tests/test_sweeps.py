@@ -251,6 +251,26 @@ def test_ddp_fine_tunes_a_layer_subset_of_an_encoder(data_dir, tmp_path):
     assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
 
 
+def test_ddp_precision_is_mixed_on_gpus_and_full_on_cpu_processes(compose_train, monkeypatch):
+    assert compose_train(["trainer=ddp", "trainer.accelerator=cpu"]).trainer.precision == "32-true"
+    assert compose_train(["trainer=ddp", "trainer.accelerator=gpu"]).trainer.precision == "16-mixed"
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert compose_train(["trainer=ddp"]).trainer.precision == "16-mixed"  # auto, with GPUs visible
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_and_tests_end_to_end_on_cpu(data_dir, tmp_path):
+    result = run_module("emotion_lightning.train", "trainer.precision=bf16-mixed", *quick(data_dir, tmp_path / "cache"),
+                        "logger=none", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["settings"]["trainer.precision"] == "bf16-mixed"
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    probabilities = predictions[[column for column in predictions if column.startswith("p_")]].to_numpy()
+    assert np.isfinite(probabilities).all() and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+
 def test_launcher_and_sweeper_configs_compose(compose_train):
     assert compose_train(["hydra/launcher=parallel"]).hydra.launcher.n_jobs == 2
     slurm = compose_train(["hydra/launcher=slurm"]).hydra.launcher
