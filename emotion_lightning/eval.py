@@ -21,6 +21,7 @@ from emotion_lightning.evaluation.test_results import predictions_table, save_re
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
 from emotion_lightning.training.commands import command
+from emotion_lightning.training.distributed import check_can_launch, ddp_job, rank_zero, wait_for_other_ranks
 from emotion_lightning.training.fit import seen_clips
 from emotion_lightning.training.run_facts import config_choices, resolved_config, run_record
 
@@ -131,7 +132,9 @@ def evaluate(cfg: DictConfig) -> dict:
                     "were not trained on", cfg.ckpt_path)
     seen_count = check_seen_clips(cfg, model, datamodule, seen) if seen is not None else None
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    check_can_launch(trainer)
     trainer.test(model, datamodule=datamodule)
+    wait_for_other_ranks(trainer)
     trained_choices, choices = model.trained_choices or {}, config_choices()
     results = test_report(model, datamodule)
     if model.trained_clips:  # trained on: the checkpoint's corpora, not the train part of this eval's split
@@ -145,7 +148,8 @@ def evaluate(cfg: DictConfig) -> dict:
         seen_test_clips=seen_count, settings=eval_settings(cfg, trained, seen_count, part), tested_part=part,
         trained_on={"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
                     "split": trained_choices.get("split"), "seed": trained.get("seed")})
-    save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
+    if rank_zero():
+        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
     return report
 
 
@@ -165,7 +169,7 @@ def setting_without_its_group(overrides: list[str]) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    with command():
+    with command(), ddp_job():
         return evaluate(cfg)["test_ua"]
 
 

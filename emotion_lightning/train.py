@@ -13,8 +13,9 @@ from emotion_lightning.evaluation.test_results import predictions_table, save_re
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
 from emotion_lightning.training.commands import command
+from emotion_lightning.training.distributed import ddp_job, process_rank, rank_zero
 from emotion_lightning.training.failures import record_failure
-from emotion_lightning.training.fit import checked_resume, fit_and_test_classical, fit_and_test_lightning
+from emotion_lightning.training.fit import checked_resume, finished_record, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
 from emotion_lightning.training.run_facts import resolved_config, run_record
 
@@ -28,7 +29,12 @@ def train(cfg: DictConfig) -> dict:
         raise SettingError(f"monitor={cfg.monitor}; use a validation score where higher is better: "
                            f"{', '.join(MONITORS)}")
     resume_from = checked_resume(cfg)  # before anything is written into the run dir
-    L.seed_everything(cfg.seed, workers=True)
+    if (finished := finished_record(cfg)) is not None:
+        log.info("%s/metrics.json: this run finished earlier; skipped (delete metrics.json to test it again)",
+                 cfg.paths.output_dir)
+        return finished
+    # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
+    L.seed_everything(cfg.seed + process_rank(), workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     use_feature_cache(cfg, model, datamodule)
@@ -38,8 +44,9 @@ def train(cfg: DictConfig) -> dict:
     else:
         fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers, resume_from)
     report = run_record(cfg, test_report(model, datamodule), model, datamodule, **fit_facts)
-    save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
-    log_report(loggers, report, Path(cfg.paths.output_dir))
+    if rank_zero():  # every rank holds the same gathered results; one writes them
+        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
+        log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 
 
@@ -48,14 +55,15 @@ def main(cfg: DictConfig) -> float | None:
     # A failed job leaves failure.json and re-raises: Hydra's launchers still run the sweep's other jobs,
     # then the command exits non-zero with the first error, so a sweep with a failure never looks clean.
     # A UsageError (missing data, a bad setting) is also recorded, then shown as one message (training.commands).
-    with command():
+    with command(), ddp_job():
         failed = True
         try:
             report = train(cfg)
             failed = False
         except Exception as error:
-            recorded = record_failure(cfg.paths.output_dir, error)
-            (log.info if isinstance(error, UsageError) else log.error)("job failed; recorded in %s", recorded)
+            if rank_zero():  # a failed rank > 0 fails rank 0 too (training.distributed), which records it
+                recorded = record_failure(cfg.paths.output_dir, error)
+                (log.info if isinstance(error, UsageError) else log.error)("job failed; recorded in %s", recorded)
             raise
         finally:
             finish_wandb(failed)

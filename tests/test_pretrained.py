@@ -38,6 +38,21 @@ def test_fine_tuning_updates_the_transformer_but_not_the_cnn_feature_encoder():
     assert network.encoder.encoder.layers[0].attention.q_proj.weight.grad is not None
 
 
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_a_fine_tuned_layer_subset_leaves_no_trainable_parameter_without_a_gradient(family):
+    # what DDP demands of every trainable parameter (else: find_unused_parameters); layers above the mix's top are
+    # frozen, and with them Whisper's top layer norm, which only the last hidden state passes through
+    network = PretrainedEncoderClassifier(num_classes=4, config=TINY[family], clip_seconds=1.0, freeze_encoder=False,
+                                          layers=[0, 1])
+    network(torch.randn(2, 16000)).sum().backward()
+    without = [name for name, p in network.named_parameters() if p.requires_grad and p.grad is None]
+    assert without == [] or family == "wav2vec2" and without == ["encoder.masked_spec_embed"]
+    frozen = {name for name, p in network.named_parameters() if not p.requires_grad}
+    assert any(".layers.1." in name for name in frozen) and not any(".layers.0." in name for name in frozen if
+                                                                     "feature_extractor" not in name)
+    assert ("encoder.layer_norm.weight" in frozen) == (family == "whisper")
+
+
 def test_tiny_whisper_overfits_a_batch():
     torch.manual_seed(0)
     network = PretrainedEncoderClassifier(num_classes=4, config=TINY["whisper"], clip_seconds=1.0,

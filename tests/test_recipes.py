@@ -71,7 +71,7 @@ def test_test_time_crops_reach_the_model_grouped_per_clip(resident, data_dir, tm
 
     model = EmotionClassifier(Loudness(), ["a", "b"])
     model.test_step((clips, labels), 0)
-    probabilities, _ = model._test_outputs[0]
+    probabilities, _ = model._outputs[0]
     per_crop = Loudness()(clips.flatten(0, 1)).softmax(dim=1).view(4, 3, 2)
     torch.testing.assert_close(probabilities, per_crop.mean(dim=1))
 

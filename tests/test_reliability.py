@@ -19,7 +19,7 @@ from emotion_lightning.data.splits import RandomSplit
 from emotion_lightning.models.features import LogMelFrontend
 from emotion_lightning.data.taxonomy import EMOTIONS
 from tests.helpers.audio import make_ravdess, tone
-from tests.helpers.configs import emotion_map
+from tests.helpers.configs import TINY_WHISPER_OVERRIDE as TINY_WHISPER, emotion_map
 from tests.helpers.training import REPO, run_train
 
 VOLATILE = {"train_seconds", "resumed_from", "versions"}
@@ -42,9 +42,6 @@ def train_overrides(data_dir, cache_dir, run_dir):
             "data.batch_size=16", "seed=3", "logger=none"]
 
 
-TINY_WHISPER = ("{model_type: whisper, d_model: 32, encoder_layers: 2, encoder_attention_heads: 2, decoder_layers: 1, "
-                "decoder_attention_heads: 2, encoder_ffn_dim: 64, decoder_ffn_dim: 64, num_mel_bins: 80, vocab_size: 64, "
-                "pad_token_id: 1, bos_token_id: 2, eos_token_id: 2, decoder_start_token_id: 3}")
 PATHS = {  # the data paths a run can take, each of which must resume exactly
     "memory-mapped": ["data.resident=false"],
     "resident, batch augmentation, codec variants and weight averaging": ["data.resident=true", "augment=waveform",
@@ -274,3 +271,31 @@ def test_a_split_leaving_a_class_untested_is_refused(data_dir, tmp_path):
 
     with pytest.raises(ValueError, match=r"classes \['calm'\] with training clips but no test clip.*split.test_fraction"):
         fixture_datamodule(data_dir, tmp_path, DropCalmFromTest()).setup()
+
+
+def test_random_states_are_kept_per_rank_and_restore_whatever_the_gpu_count(monkeypatch):
+    from emotion_lightning.models import random_state
+
+    gpu = {"state": torch.tensor([7], dtype=torch.uint8), "set": []}  # one generator per GPU, stubbed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": gpu["state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": gpu["set"].append(state))
+    saved = random_state.all_ranks_random_states()  # one process: one entry, with its own GPU's generator only
+    assert len(saved) == 1 and torch.equal(saved[0]["cuda"], gpu["state"])
+    # a checkpoint of a 4-GPU node (one state per visible GPU, as before) resumed on one GPU: no IndexError
+    old = {**saved[0], "cuda": [torch.tensor([index], dtype=torch.uint8) for index in range(4)]}
+    random_state.restore_random_states(old)
+    assert torch.equal(gpu["set"][-1], torch.tensor([0], dtype=torch.uint8))
+    # two ranks saved: each rank restores its own streams; a third rank (resumed over more processes) keeps its own
+    torch.manual_seed(1)
+    rank_one = random_state.random_states()
+    by_rank = [saved[0], rank_one]
+    torch.manual_seed(5)
+    random_state.restore_rank_random_states(by_rank, rank=1)
+    assert torch.equal(torch.get_rng_state(), rank_one["torch"]) and torch.equal(gpu["set"][-1], gpu["state"])
+    torch.manual_seed(5)
+    kept = torch.get_rng_state()
+    random_state.restore_rank_random_states(by_rank, rank=2)
+    assert torch.equal(torch.get_rng_state(), kept)

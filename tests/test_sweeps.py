@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from emotion_lightning.training.resolvers import job_device
+from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = ["model=resnet,lstm", "robustness=clean,volume"]  # 2 models x 2 test conditions: 4 jobs
@@ -156,16 +158,117 @@ def test_a_failed_job_is_recorded_listed_and_the_sweep_goes_on(data_dir, tmp_pat
     assert "## Failed jobs" in (tmp_path / "report" / "report.md").read_text()
 
 
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]  # two CPU processes (gloo)
+SCORES = ("test_ua", "test_wa", "test_macro_f1", "confusion_matrix", "breakdowns", "tested_clips")
+
+
+def scores(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {key: metrics[key] for key in SCORES}
+
+
 @pytest.mark.slow
-def test_ddp_trains_one_job_in_two_cpu_processes(data_dir, tmp_path):
-    result = run_module("emotion_lightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                        *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={tmp_path}/run", "logger=csv")
+def test_ddp_trains_one_job_in_two_cpu_processes_scoring_every_clip_once(data_dir, tmp_path, wandb_env):
+    # 15 test and 15 val clips over 2 ranks: Lightning's sampler pads each part with a repeated clip
+    run = tmp_path / "run"
+    result = run_module("emotion_lightning.train", *DDP, *quick(data_dir, tmp_path / "cache"), f"hydra.run.dir={run}",
+                        "logger=[csv,wandb]", env=wandb_env)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output  # both ranks joined the process group
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["clips"]["test"] == metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    assert sum(group["clips"] for group in metrics["breakdowns"]["speaker"].values()) == 15
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert len(predictions) == predictions["file"].nunique() == 15
+    # rank 1 wrote nothing of its own: no failure record (its W&B logger is Lightning's dummy), one W&B run
+    assert not (run / "failure.json").exists() and len(list(run.glob("wandb/offline-run-*"))) == 1
+    # the same checkpoint in one process: the same test scores, and its validation score is the one selected on
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    for part in ("test", "val"):
+        single = run_module("emotion_lightning.eval", f"ckpt_path={best}", f"part={part}",
+                            f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/{part}")
+        assert single.returncode == 0, single.stderr[-3000:]
+    assert scores(tmp_path / "test") == {key: metrics[key] for key in SCORES}
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["test_ua"] == pytest.approx(
+        metrics["best_val_ua"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_eval_of_a_checkpoint_in_two_processes_equals_one_process(trained_checkpoint, data_dir, tmp_path):
+    # a noise condition (seeded per clip) on 15 test clips: one padded clip counted twice changed every score
+    runs = {}
+    for name, trainer in (("single", []), ("ddp", DDP)):
+        result = run_module("emotion_lightning.eval", f"ckpt_path={trained_checkpoint}", f"paths.data_dir={data_dir}",
+                            "robustness=noise", "robustness.snr_db=5", *trainer, f"hydra.run.dir={tmp_path}/{name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = scores(tmp_path / name)
+    assert runs["ddp"] == runs["single"] and runs["ddp"]["tested_clips"] == 15
+    assert sum(map(sum, runs["ddp"]["confusion_matrix"])) == 15
+    single, ddp = (pd.read_csv(tmp_path / name / "predictions.csv") for name in ("single", "ddp"))
+    assert ddp[["file", "true", "predicted"]].equals(single[["file", "true", "predicted"]])
+    probabilities = [column for column in single if column.startswith("p_")]
+    np.testing.assert_allclose(ddp[probabilities], single[probabilities], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_ddp_sweep_is_one_multirun_and_a_rerun_skips_finished_jobs_and_resumes_the_others(data_dir, tmp_path):
+    # Lightning starts rank 1 by running the command again: with `-m` it used to run the whole sweep a second time
+    sweep, outputs = tmp_path / "sweep", tmp_path / "outputs"
+    command = ["-m", "seed=0,1", *DDP, *quick(data_dir, tmp_path / "cache"), "logger=none", f"hydra.sweep.dir={sweep}",
+               f"paths.outputs_dir={outputs}"]
+    result = run_module("emotion_lightning.train", *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("MEMBER: 2/2") == 2  # each job started its own rank 1
+    jobs = sorted(path.parent.name for path in tmp_path.rglob("metrics.json"))
+    assert jobs == ["0_resnet_ravdess_speaker_independent_seed0", "1_resnet_ravdess_speaker_independent_seed1"]
+    assert not outputs.exists()  # no second sweep (nor run) dir
+    first = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in jobs}
+    assert all(sum(map(sum, metrics["confusion_matrix"])) == metrics["clips"]["test"] for metrics in first.values())
+
+    # job 1 died before testing (its checkpoints written, no metrics.json); the same command again:
+    finished = (sweep / jobs[0] / "metrics.json").read_bytes()
+    (sweep / jobs[1] / "metrics.json").unlink()
+    again = run_module("emotion_lightning.train", *command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (sweep / jobs[0] / "metrics.json").read_bytes() == finished  # skipped, not tested again
+    resumed = json.loads((sweep / jobs[1] / "metrics.json").read_text())
+    assert resumed["resumed_from"] == str(sweep / jobs[1] / "checkpoints" / "last.ckpt")
+    volatile = {"train_seconds", "resumed_from", "versions", "epochs_run"}
+    assert {k: v for k, v in resumed.items() if k not in volatile} == {
+        k: v for k, v in first[jobs[1]].items() if k not in volatile}
+
+
+@pytest.mark.slow
+def test_ddp_fine_tunes_a_layer_subset_of_an_encoder(data_dir, tmp_path):
+    # plain strategy=ddp: the layers above the mix's top are frozen, so no trainable parameter goes without a gradient
+    result = run_module("emotion_lightning.train", *DDP, "model=whisper_finetune", "model.network.checkpoint=null",
+                        f"model.network.config={TINY_WHISPER_OVERRIDE}", "model.network.layers=[0,1]",
+                        "audio.clip_seconds=0.5", *quick(data_dir, tmp_path / "cache"), "logger=none",
+                        f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["clips"]["test"] == 15 and sum(map(sum, metrics["confusion_matrix"])) >= 15
-    assert "breakdowns" not in metrics  # per-clip predictions are sharded across ranks: no per-speaker breakdown
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+
+
+def test_ddp_precision_is_mixed_on_gpus_and_full_on_cpu_processes(compose_train, monkeypatch):
+    assert compose_train(["trainer=ddp", "trainer.accelerator=cpu"]).trainer.precision == "32-true"
+    assert compose_train(["trainer=ddp", "trainer.accelerator=gpu"]).trainer.precision == "16-mixed"
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert compose_train(["trainer=ddp"]).trainer.precision == "16-mixed"  # auto, with GPUs visible
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_and_tests_end_to_end_on_cpu(data_dir, tmp_path):
+    result = run_module("emotion_lightning.train", "trainer.precision=bf16-mixed", *quick(data_dir, tmp_path / "cache"),
+                        "logger=none", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["settings"]["trainer.precision"] == "bf16-mixed"
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    probabilities = predictions[[column for column in predictions if column.startswith("p_")]].to_numpy()
+    assert np.isfinite(probabilities).all() and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
 
 def test_launcher_and_sweeper_configs_compose(compose_train):

@@ -341,3 +341,34 @@ def test_the_feature_cache_refuses_what_it_cannot_serve(tmp_path):
         frozen_features(tiny_whisper(freeze_encoder=False), waves, tmp_path / "cache")
     with pytest.raises(ValueError, match=r"model.network.layers=\[7\]"):
         tiny_whisper(layers=[7])
+
+
+def test_the_frozen_encoder_pass_runs_on_the_job_s_own_device(compose_train, monkeypatch):
+    # a machine with 2 GPUs (patched torch.cuda): the one-off feature pass, before any Trainer, follows the trainer
+    from types import SimpleNamespace
+
+    from emotion_lightning.training import build
+    from tests.helpers.configs import TINY_WHISPER_OVERRIDE
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    whisper = ["model=whisper", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER_OVERRIDE}",
+               "audio.clip_seconds=0.5"]
+    used = []
+
+    def record(network, cache, cache_dir, device, **options):
+        used.append(device)
+        raise StopIteration  # the device is all this test needs
+
+    monkeypatch.setattr(build, "frozen_features", record)
+    cases = [(["trainer=cpu"], {}, "cpu"),  # trainer=cpu on a GPU machine: features from the CPU, as its test runs
+             (["trainer=gpu", "trainer.devices=[1]"], {}, "cuda:1"),  # a sweep job given GPU 1, not GPU 0
+             (["trainer=ddp", "trainer.accelerator=gpu"], {"LOCAL_RANK": "1"}, "cuda:1")]  # DDP rank 1's GPU
+    for overrides, environment, expected in cases:
+        cfg = compose_train([*whisper, *overrides])
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(StopIteration):
+            build.use_feature_cache(cfg, build.build_model(cfg), datamodule=SimpleNamespace(cache=None))
+        assert used[-1] == expected, overrides

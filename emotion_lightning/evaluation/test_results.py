@@ -33,24 +33,18 @@ def breakdowns(rows: pd.DataFrame, true: np.ndarray, predicted: np.ndarray, clas
 PREDICTIONS_FILE = "predictions.csv"
 
 
-def tested_rows(model, datamodule) -> tuple[pd.DataFrame, np.ndarray] | None:
-    """The test clips the model predicted and their true labels, in the test loader's order; None when the
-    predictions cannot be matched to clips (several processes shard and pad the test set). A test stage cut
-    short (`fast_dev_run`, `limit_test_batches`) predicted only the first clips."""
-    results = model.test_results
-    if not results.get("aligned", True):
-        return None
-    count = len(results["predicted"])
-    return datamodule.rows("test").iloc[:count], datamodule.datasets["test"].labels[:count]
+def tested_rows(model, datamodule) -> tuple[pd.DataFrame, np.ndarray]:
+    """The test clips the model predicted and their true labels, in the order of its predictions: each clip once,
+    however many processes tested (`positions` in the test dataset). A test stage cut short (`fast_dev_run`,
+    `limit_test_batches`) predicted only some clips."""
+    positions = model.test_results["positions"]
+    return datamodule.rows("test").iloc[positions], datamodule.datasets["test"].labels[positions]
 
 
-def predictions_table(model, datamodule) -> pd.DataFrame | None:
+def predictions_table(model, datamodule) -> pd.DataFrame:
     """One row per tested clip: file (relative to its corpus root), corpus, speaker, true and predicted label,
     and the probability of each class (`p_<class>`; blank for estimators that give none)."""
-    tested = tested_rows(model, datamodule)
-    if tested is None:
-        return None
-    rows, true = tested
+    rows, true = tested_rows(model, datamodule)
     classes, results = model.classes, model.test_results
     table = pd.DataFrame({"file": datamodule.clip_files(rows).to_numpy(), "corpus": rows["corpus"].to_numpy(),
                           "speaker": rows["speaker"].to_numpy(), "true": [classes[i] for i in true],
@@ -74,19 +68,15 @@ def test_report(model, datamodule) -> dict:
         "test_corpora": sorted(set(rows["corpus"])),
         "test_speakers": sorted(set(rows["speaker"])),
     }
-    if tested is not None:  # not so under multi-process testing (samplers pad and shard)
-        report["tested_clips"] = len(tested[1])
-        report["breakdowns"] = breakdowns(*tested, results["predicted"], model.classes)
+    report["tested_clips"] = len(tested[1])
+    report["breakdowns"] = breakdowns(*tested, results["predicted"], model.classes)
     return report
 
 
-def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame | None = None) -> None:
+def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame) -> None:
     """metrics.json, confusion_matrix.png and predictions.csv in the run dir (each written whole or not at all).
     metrics.json goes last: its presence marks a finished run."""
-    if predictions is not None:
-        write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
-    else:
-        log.warning("no %s: the test predictions cannot be matched to clips (several processes)", PREDICTIONS_FILE)
+    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
     title = f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
             f"UA {report['test_ua']:.3f}"
     plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png", title)

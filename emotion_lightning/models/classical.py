@@ -98,7 +98,8 @@ class FeatureClassifier:
         predicted = self.pipeline.predict(test_x)
         confusion = confusion_matrix(test_y, predicted, len(self.classes))
         self.test_results = {**metrics_from_confusion(confusion, self.classes), "confusion_matrix": confusion.tolist(),
-                             "predicted": predicted, "probabilities": self._probabilities(test_x), "aligned": True}
+                             "predicted": predicted, "probabilities": self._probabilities(test_x),
+                             "positions": np.arange(len(test_y))}
 
     def _probabilities(self, features: np.ndarray) -> np.ndarray | None:
         """Class probabilities, one column per class, where the estimator gives them (a random forest does; an

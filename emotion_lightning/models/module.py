@@ -4,16 +4,15 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from emotion_lightning.data.errors import MissingFileError, SettingError
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
-from emotion_lightning.models.random_state import random_states, restore_random_states
+from emotion_lightning.models.random_state import all_ranks_random_states, restore_rank_random_states
 
 
 class EmotionClassifier(L.LightningModule):
@@ -57,13 +56,8 @@ class EmotionClassifier(L.LightningModule):
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("class_weights", torch.ones(len(self.classes)))
         self.run_config = run_config
-        num_classes = len(self.classes)
-        self.val_metrics = MetricCollection({
-            "wa": MulticlassAccuracy(num_classes, average="micro"),
-            "ua": MulticlassAccuracy(num_classes, average="macro"),
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-        }, prefix="val_")
-        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (probabilities, true) per batch
+        # (probabilities, true) per validation or test batch, scored at the epoch's end (`scored_clips`)
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.test_results: dict | None = None
         self.trainable = True  # an ensemble of trained checkpoints is only tested
         self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
@@ -109,18 +103,22 @@ class EmotionClassifier(L.LightningModule):
         loss = self._loss(logits, labels)
         if partner is not None:
             loss = mix * loss + (1 - mix) * self._loss(logits, labels[partner])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                 sync_dist=True)  # the mean over every rank's shard, not rank 0's alone
         return loss
 
     def validation_step(self, batch, batch_index):
         waveform, labels = batch
         logits = self(waveform)
-        self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels))
-        self.val_metrics.update(logits, labels)
+        self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self._outputs.append((logits.float().softmax(dim=1), labels))
 
     def on_validation_epoch_end(self):
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        _, probabilities, true = self.scored_clips(self.trainer.val_dataloaders)
+        results = metrics_from_confusion(confusion_matrix(true, probabilities.argmax(axis=1), len(self.classes)),
+                                         self.classes)
+        # every rank scored the same gathered clips: the same values everywhere, nothing to reduce
+        self.log_dict({f"val_{key}": results[key] for key in ("wa", "ua", "macro_f1")}, prog_bar=True)
 
     def test_step(self, batch, batch_index):
         waveform, labels = batch
@@ -129,24 +127,34 @@ class EmotionClassifier(L.LightningModule):
             probabilities = self(waveform.flatten(0, 1)).float().softmax(dim=1).unflatten(0, (-1, crops)).mean(dim=1)
         else:
             probabilities = self(waveform).float().softmax(dim=1)
-        self._test_outputs.append((probabilities, labels))
+        self._outputs.append((probabilities, labels))
 
     def on_test_epoch_end(self):
-        num_classes = len(self.classes)
-        probabilities = torch.cat([p for p, _ in self._test_outputs]) if self._test_outputs else torch.zeros(0, num_classes)
-        true = torch.cat([t for _, t in self._test_outputs]) if self._test_outputs else torch.zeros(0, dtype=torch.long)
-        self._test_outputs = []
-        aligned = self.trainer.world_size == 1
-        if not aligned:  # every process scores the whole test set (samplers shard and pad it)
-            probabilities = self.all_gather(probabilities).reshape(-1, num_classes)
-            true = self.all_gather(true).flatten()
-        predicted = probabilities.argmax(dim=1)
-        confusion = confusion_matrix(true.cpu().numpy(), predicted.cpu().numpy(), num_classes)
+        positions, probabilities, true = self.scored_clips(self.trainer.test_dataloaders)
+        predicted = probabilities.argmax(axis=1)
+        confusion = confusion_matrix(true, predicted, len(self.classes))
         results = metrics_from_confusion(confusion, self.classes)
         self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")}, sync_dist=False)
-        # `aligned`: predictions are in the test loader's order (one process), so they can be matched to clips.
-        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted.cpu().numpy(),
-                             "probabilities": probabilities.cpu().numpy(), "aligned": aligned}
+        # `positions`: each prediction's clip, as its position in the test dataset (what predictions.csv matches)
+        self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted,
+                             "probabilities": probabilities, "positions": positions}
+
+    def scored_clips(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This epoch's (clip positions in the dataset, probabilities, true labels), each clip exactly once, in
+        dataset order. A batch's clips are the loader's sampler's next indices; under several processes every
+        rank's shard is gathered and the DistributedSampler's padding (clips repeated so that every rank gets
+        as many) dropped, so the scores are those of one process."""
+        outputs, self._outputs = self._outputs, []
+        num_classes = len(self.classes)
+        probabilities = torch.cat([p for p, _ in outputs]) if outputs else torch.zeros(0, num_classes)
+        true = torch.cat([t for _, t in outputs]) if outputs else torch.zeros(0, dtype=torch.long)
+        # the first ones: a stage cut short (fast_dev_run, limit_*_batches) ran only the first batches
+        positions = torch.as_tensor(list(loader.sampler)[:len(true)], dtype=torch.long, device=true.device)
+        if self.trainer.world_size > 1:  # equal shards (padded), so all_gather's equal shapes hold
+            probabilities, true, positions = (self.all_gather(tensor).flatten(0, 1)
+                                              for tensor in (probabilities.contiguous(), true, positions))
+        positions, first = np.unique(positions.cpu().numpy(), return_index=True)
+        return positions, probabilities.cpu().numpy()[first], true.cpu().numpy()[first]
 
     def configure_optimizers(self):
         # networks with learning rates of their own per part (layer-wise decay in a fine-tuned encoder) group them
@@ -162,13 +170,14 @@ class EmotionClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
-        checkpoint["random_states"] = random_states()
+        checkpoint["random_states"] = all_ranks_random_states()  # by rank: each continues its own streams
         checkpoint["clips"] = self.trained_clips
         checkpoint["choices"] = self.trained_choices
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "random_states" in checkpoint:
-            restore_random_states(checkpoint["random_states"])
+        saved = checkpoint.get("random_states")
+        if saved is not None:  # a dict: written by one process before states were kept per rank
+            restore_rank_random_states(saved if isinstance(saved, list) else [saved], self.global_rank)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "EmotionClassifier":

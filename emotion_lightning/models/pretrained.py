@@ -106,6 +106,7 @@ class PretrainedEncoderClassifier(nn.Module):
         if not self.layers or any(not 0 <= layer < available for layer in self.layers):
             raise ValueError(f"model.network.layers={layers}: pick hidden states among 0..{available - 1} "
                              "(0 = the embeddings), or null for all")
+        self._freeze_layers_above(max(self.layers))
         self.width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
         self.sample_rate, self.clip_samples = sample_rate, int(round(clip_seconds * sample_rate))
         if pooling not in ("mean", "attention"):
@@ -140,19 +141,36 @@ class PretrainedEncoderClassifier(nn.Module):
                                "cache: use augment=mixup or augment=none")
         self.log_mel_augment = spec_augment
 
+    def _layer_stack(self) -> tuple[str, int, str | None]:
+        """The encoder's transformer layers: (their ModuleList's name, how many, the prefix of a layer norm applied
+        on top of the last one, or None). The norm follows the layers in Whisper and in "stable layer norm" (large)
+        wav2vec 2.0 models; the base Wav2Vec2/HuBERT/WavLM encoders apply it before the first layer."""
+        stack = next(name for name, module in self.encoder.named_modules()
+                     if name.split(".")[-1] == "layers" and isinstance(module, nn.ModuleList))
+        on_top = self.is_whisper or getattr(self.encoder.config, "do_stable_layer_norm", False)
+        return stack, len(self.encoder.get_submodule(stack)), f"{stack[:-len('layers')]}layer_norm." if on_top else None
+
+    def _freeze_layers_above(self, top: int) -> None:
+        """Hidden state k is layer k's input: when the mix reads none above `top`, layers `top`.. (and a norm on top)
+        never reach the loss. Frozen, they take no optimizer state, and DDP, which needs a gradient for every
+        trainable parameter, runs without find_unused_parameters (the encoder still computes them: truncating it
+        would move Whisper's top layer norm onto a lower state)."""
+        stack, depth, top_norm = self._layer_stack()
+        if top >= depth:
+            return
+        for name, parameter in self.encoder.named_parameters():
+            index = re.match(rf"{re.escape(stack)}\.(\d+)\.", name)
+            if (index and int(index.group(1)) >= top) or (top_norm and name.startswith(top_norm)):
+                parameter.requires_grad_(False)
+
     def parameter_groups(self, lr: float) -> list[dict]:
         """The trainable parameters in groups of one learning rate each: the layer mix and the head at `lr`, the
         encoder at `lr * encoder_lr_scale`, less `layer_decay` for each layer further from the top (layer-wise
         learning-rate decay: the lower layers hold the general acoustics that fine-tuning should keep)."""
         if self.encoder_lr_scale == 1 and self.layer_decay == 1:  # one rate: one group, as before these settings
             return [{"params": list(self.parameters()), "lr": lr}]
-        stack = next(name for name, module in self.encoder.named_modules()
-                     if name.split(".")[-1] == "layers" and isinstance(module, nn.ModuleList))  # the transformer layers
-        depth = len(self.encoder.get_submodule(stack))
-        # the encoder's own layer norm follows the layers in Whisper and in "stable layer norm" (large) wav2vec 2.0
-        # models; the base Wav2Vec2/HuBERT/WavLM encoders apply it before the first layer
-        on_top = self.is_whisper or getattr(self.encoder.config, "do_stable_layer_norm", False)
-        top_norm = f"encoder.{stack[:-len('layers')]}layer_norm." if on_top else None
+        stack, depth, top_norm = self._layer_stack()
+        top_norm = f"encoder.{top_norm}" if top_norm else None
         groups: dict[float, list[nn.Parameter]] = {}
         for name, parameter in self.named_parameters():
             if not parameter.requires_grad:

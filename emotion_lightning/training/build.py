@@ -2,10 +2,12 @@
 (augmentation and the resolved run config handed over at construction)."""
 
 import logging
+import os
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from emotion_lightning.data import splits
 from emotion_lightning.data.atomic import write_text
@@ -13,6 +15,7 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
+from emotion_lightning.training.distributed import rank_zero
 from emotion_lightning.training.ensemble_members import member_checkpoints
 from emotion_lightning.training.run_facts import resolved_config
 
@@ -36,10 +39,11 @@ def build_datamodule(cfg: DictConfig, tested_part: str = "test", **overrides):
                              **transforms, **overrides)
     datamodule.setup("fit")
     split_table = splits.summary(datamodule.manifest, datamodule.assignment)
-    write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
-    # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
-    write_text(Path(cfg.paths.output_dir) / splits.SPLIT_FILE, datamodule.split_table().to_csv(index=False))
-    log.info("clips per part:\n%s", split_table.to_string(index=False))
+    if rank_zero():
+        write_text(Path(cfg.paths.output_dir) / "split_summary.csv", split_table.to_csv(index=False))
+        # The exact partition, clip by clip: `split=file split.path=RUN_DIR/split.csv` reproduces it.
+        write_text(Path(cfg.paths.output_dir) / splits.SPLIT_FILE, datamodule.split_table().to_csv(index=False))
+        log.info("clips per part:\n%s", split_table.to_string(index=False))
     return datamodule
 
 
@@ -75,6 +79,18 @@ def build_model(cfg: DictConfig, datamodule=None):
     return constructor(run_config=resolved_config(cfg))
 
 
+def job_torch_device(cfg: DictConfig) -> torch.device:
+    """The device this process's trainer will run on, for work done before the Trainer exists (the frozen encoder's
+    one-off pass): the CPU for a CPU trainer, else this process's GPU among `trainer.devices` (GPU k of a sweep job
+    given [k]; under DDP, the GPU of this rank's LOCAL_RANK)."""
+    accelerator, devices = str(cfg.trainer.get("accelerator", "cpu")), cfg.trainer.get("devices", 1)
+    if accelerator not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK") or 0)
+    devices = list(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else None
+    return torch.device("cuda", int(devices[local_rank]) if devices else local_rank)
+
+
 def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
     """A frozen pretrained encoder's train and val clips come from its feature cache (`feature_cache.enabled`):
     hidden states computed once, so epochs run only the layer mix and the head (val from the centre crops' own
@@ -88,7 +104,8 @@ def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
         raise SettingError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache "
                            "holds the clean clips' hidden states: set feature_cache.enabled=false to augment through "
                            "the encoder, or use augment=none or augment=mixup")
-    options = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": settings.device}
+    device = settings.device if settings.device != "auto" else str(job_torch_device(cfg))
+    options = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": device}
     store, frames = frozen_features(network, datamodule.cache, settings.dir, **options)
     centre, _ = frozen_features(network, datamodule.cache, settings.dir, centre_crops=True, **options)
     # a mean-pooling head needs only each crop's mean over its frames (ResidentCropMeans: no frames copied)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from emotion_lightning.data.errors import UsageError
 from emotion_lightning.evaluation.unfinished import FAILURE_FILE
+from emotion_lightning.training.distributed import rank_zero
 from emotion_lightning.training.failures import record_failure
 
 # Messages of other libraries that say nothing about this run: advertisements and warnings about their own
@@ -95,6 +96,8 @@ def command(status: int = 1):
         yield
     except Exception as error:
         run_dir, multirun = _job()
+        if not rank_zero():  # DDP ranks > 0 share rank 0's run dir: rank 0 records the failure
+            raise
         if multirun and run_dir is not None and not (run_dir / FAILURE_FILE).exists():
             record_failure(run_dir, error)  # a sweep's report lists the failed job (e.g. an eval -m over checkpoints)
         remove_if_only_hydra_files(run_dir)

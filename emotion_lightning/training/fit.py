@@ -1,6 +1,7 @@
 """Fit on train, select on val, test: the Lightning path (the best checkpoint is tested) and the classical one
 (scikit-learn fitted on train+val features). Each returns facts about the fit for metrics.json."""
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings
 from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from emotion_lightning.training.distributed import check_can_launch, wait_for_other_ranks
 from emotion_lightning.training.run_facts import config_choices, resolved_config
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,16 @@ def checked_resume(cfg: DictConfig) -> str | None:
     return resume_from
 
 
+def finished_record(cfg: DictConfig) -> dict | None:
+    """This run dir's metrics.json when an earlier attempt finished the run under the same settings (none when a
+    checkpoint is named): a sweep run again skips its finished jobs instead of testing them again."""
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if cfg.get("ckpt_path") or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return None if differences(result_settings(resolved_config(cfg)), record.get("settings", {})) else record
+
+
 def seen_clips(model, datamodule) -> dict[str, int] | None:
     """How many test clips were in the checkpoint's train and val parts; None when it does not record them."""
     if model.trained_clips is None:
@@ -96,6 +108,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     model.set_training_data({part: datamodule.clip_ids(part) for part in ("train", "val")}, config_choices())
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    check_can_launch(trainer)
 
     resume_from = resume_from if model.trainable else None
     if resume_from:
@@ -109,6 +122,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     if model.trainable and not best_path:
         log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
+    wait_for_other_ranks(trainer)
     best_score = checkpoint.best_model_score if best_path else None
     return {
         "train_seconds": round(train_seconds, 2), "resumed_from": resume_from,

@@ -1,6 +1,7 @@
 """Config values only the running job knows: which device it gets in a sweep, and which sweep it is in.
 
     ${job_device:accelerator}  ${job_device:devices}  ${job_device:precision}   (conf/trainer/auto.yaml)
+    ${device_precision:${.accelerator}}                                         (conf/trainer/ddp.yaml)
     ${sweep_name:}                                                              (conf/logger/wandb.yaml)
     ${choice:data,checkpoint}                                                   (conf/eval.yaml)
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
@@ -44,6 +45,13 @@ def job_device(key: str, job: int | None = None, gpus: int | None = None):
     return setting[key]
 
 
+def device_precision(accelerator: str) -> str:
+    """16-bit mixed precision where the trainer's accelerator is a GPU (`auto`: when one is visible), else 32-bit:
+    CPU processes (DDP with accelerator=cpu) keep full precision."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and visible_gpus() > 0)
+    return "16-mixed" if gpu else "32-true"
+
+
 def sweep_name() -> str | None:
     """The multirun folder's name (groups a sweep's runs in W&B); None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -77,7 +85,8 @@ def choice(group: str, default: str) -> str:
 
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
-    for name, function in (("len", len), ("job_device", job_device), ("sweep_name", sweep_name), ("choice", choice),
+    for name, function in (("len", len), ("job_device", job_device), ("device_precision", device_precision),
+                           ("sweep_name", sweep_name), ("choice", choice),
                            ("project_root", project_root), ("wandb_offline", wandb_offline)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

@@ -29,6 +29,10 @@ TINY = {
 }
 
 
+# TINY["whisper"] as a command-line value: `model.network.config=...` with `model.network.checkpoint=null`
+TINY_WHISPER_OVERRIDE = "{" + ", ".join(f"{key}: {value}" for key, value in TINY["whisper"].items()) + "}"
+
+
 def toy_manifest(speakers_per_corpus=None, clips_per_speaker_emotion=5) -> pd.DataFrame:
     """Manifest rows for split tests: four emotions per speaker, genders alternating."""
     speakers_per_corpus = speakers_per_corpus or {"ravdess": 24}
