@@ -24,7 +24,7 @@ PLACEHOLDERS = {"CKPT": "outputs/runs/example/checkpoints/last.ckpt", "RUN": "ou
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a Markdown heading."""
-    text = re.sub(r"[`*_]|\[|\]\(.*?\)", "", heading.strip().lower())
+    text = re.sub(r"[`*]|\[|\]\(.*?\)", "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 

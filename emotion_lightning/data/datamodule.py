@@ -310,8 +310,7 @@ class EmotionDataModule(L.LightningDataModule):
             f"paths.data_dir={c.root.parent}`, or by hand: {manual_steps(c.name, c.root)}" for c in self.corpora)
         raise DataNotFoundError(
             "No audio found for any configured corpus.\n" + wanted + "\nOr point the data directory at a copy with "
-            "EMOTION_DATA_DIR=/path/to/data (or paths.data_dir=...); on this project's machines the real "
-            "RAVDESS is at ../shared/data."
+            "EMOTION_DATA_DIR=/path/to/data (or paths.data_dir=...)."
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -424,7 +424,7 @@ def _already_installed(name: str, root: Path, expected: int) -> bool:
         log.info("%s: %d files already installed and verified in %s; nothing to download", name, expected, root)
         return True
     if read_marker(root) is None and root.is_dir():
-        # Any format the loader reads counts (this project's machines keep RAVDESS as FLAC); imported here so
+        # Any format the loader reads counts (a copy converted to FLAC, say); imported here so
         # that this module itself needs no audio libraries.
         from emotion_lightning.data.audio import find_audio_files
 

@@ -54,7 +54,7 @@ def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
             Path(checkpoint).is_absolute() else "it is neither a readable local folder nor reachable on the hub"
         raise MissingFileError(
             f"cannot load the pretrained encoder model.network.checkpoint={checkpoint!r}: {where} ({error}). "
-            "Download it on a machine with internet (e.g. `huggingface-cli download facebook/wav2vec2-base "
+            "Download it on a machine with internet (e.g. `hf download facebook/wav2vec2-base "
             "--local-dir DIR`) and set model.network.checkpoint=DIR (or EMOTION_MODELS_DIR for the defaults)."
         ) from None
 
