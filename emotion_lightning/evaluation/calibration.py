@@ -22,6 +22,12 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
 
 
+def probabilities_from_log(log_probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(log p / T): the same as softmax(logits / T), since log p differs from the logits by a constant
+    per row; T = 1 gives p back."""
+    return probabilities(log_probabilities, temperature)
+
+
 def bin_table(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> list[dict]:
     """Per equal-width confidence bin (top-1): clips, mean confidence, accuracy."""
     probs, true = np.asarray(probs, dtype=np.float64), np.asarray(true)

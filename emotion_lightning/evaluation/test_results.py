@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
+from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, plot_reliability
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from emotion_lightning.evaluation.plots import plot_confusion_matrix
 
@@ -70,16 +71,45 @@ def test_report(model, datamodule) -> dict:
     }
     report["tested_clips"] = len(tested[1])
     report["breakdowns"] = breakdowns(*tested, results["predicted"], model.classes)
+    report |= calibration_report(results, tested[1])
     return report
 
 
-def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame) -> None:
-    """metrics.json, confusion_matrix.png and predictions.csv in the run dir (each written whole or not at all).
-    metrics.json goes last: its presence marks a finished run."""
+def calibration_report(results: dict, true: np.ndarray) -> dict:
+    """ECE, NLL and Brier score of the probabilities the run reports (after temperature scaling where it was
+    fitted), and `calibration`: the temperature with the scores before and after it. Nothing for a model that
+    gives no probabilities or an empty test stage."""
+    probabilities = results.get("probabilities")
+    if probabilities is None or not len(true):
+        return {}
+    calibration = results.get("calibration") or {"temperature": None, "before": None,
+                                                 "after": calibration_scores(probabilities, true)}
+    return {f"test_{key}": value for key, value in calibration["after"].items()} | {"calibration": calibration}
+
+
+def reliability_tables(model, datamodule) -> dict[str, list[dict]] | None:
+    """Confidence bins of the test probabilities, before and after temperature scaling (after only when the
+    model has no temperature of its own)."""
+    results = model.test_results
+    if results.get("reliability"):
+        return results["reliability"]
+    if results.get("probabilities") is None:
+        return None
+    return {"as given": bin_table(results["probabilities"], tested_rows(model, datamodule)[1])}
+
+
+def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame,
+                reliability: dict[str, list[dict]] | None = None) -> None:
+    """metrics.json, confusion_matrix.png, reliability.png and predictions.csv in the run dir (each written whole
+    or not at all). metrics.json goes last: its presence marks a finished run."""
     write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
     title = f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
             f"UA {report['test_ua']:.3f}"
     plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png", title)
+    if reliability:
+        temperature = (report.get("calibration") or {}).get("temperature")
+        plot_reliability(reliability, run_dir / "reliability.png",
+                         title + (f", temperature {temperature:.2f}" if temperature else ""))
     write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
     log.info("test UA %.4f, WA %.4f, macro-F1 %.4f -> %s", report["test_ua"], report["test_wa"],
              report["test_macro_f1"], run_dir / "metrics.json")

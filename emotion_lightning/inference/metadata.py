@@ -10,10 +10,12 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # export formats 
 
 
 def metadata(model) -> dict:
-    """A trained EmotionClassifier's classes, audio rate and window, and model name."""
+    """A trained EmotionClassifier's classes, audio rate and window, model name and calibration temperature (the
+    exported graph gives the probabilities as trained; the predictor divides their logarithm by it)."""
     audio = model.run_config["audio"]
     return {"classes": model.classes, "sample_rate": int(audio["sample_rate"]),
-            "clip_seconds": float(audio["clip_seconds"]), "model": model.run_config["model"].get("name", "model")}
+            "clip_seconds": float(audio["clip_seconds"]), "model": model.run_config["model"].get("name", "model"),
+            "temperature": float(getattr(model, "temperature", 1.0))}
 
 
 def window_samples(info: dict) -> int:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, DecodeLimits,
                                           channels_last, find_audio_files, load, to_model_rate)
 from emotion_lightning.data.errors import MissingFileError, SettingError
+from emotion_lightning.evaluation.calibration import probabilities_from_log
 from emotion_lightning.inference.metadata import METADATA_KEY, default_output, metadata
 from emotion_lightning.inference.speech import speech_detector, speech_windows
 from emotion_lightning.inference.windows import cut, window_starts
@@ -100,7 +101,10 @@ class EmotionPredictor:
     def __init__(self, backend, classes: list[str], sample_rate: int, window_seconds: float,
                  hop_seconds: float | None = None, batch_size: int = 16, model_name: str = "model",
                  vad: str = "silero", min_seconds: float = 0.5, vad_threshold: float = 0.3,
-                 limits: DecodeLimits = DecodeLimits()):
+                 limits: DecodeLimits = DecodeLimits(), temperature: float = 1.0):
+        if not temperature > 0:
+            raise SettingError(f"temperature={temperature}; a calibration temperature must be positive")
+        self.temperature = float(temperature)  # 1: the probabilities as trained (not calibrated)
         self.limits = limits  # what a file may hold before it is decoded (rate, channels, length)
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
         self.window = int(round(window_seconds * self.sample_rate))
@@ -147,7 +151,7 @@ class EmotionPredictor:
         info = metadata(model)
         return cls(TorchBackend(model, device), info["classes"], info["sample_rate"],
                    info["clip_seconds"] if window_seconds is None else window_seconds, hop_seconds, batch_size,
-                   info["model"], vad, min_seconds, vad_threshold, limits)
+                   info["model"], vad, min_seconds, vad_threshold, limits, info["temperature"])
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", window_seconds: float | None = None,
@@ -160,7 +164,7 @@ class EmotionPredictor:
             raise SettingError(f"window_seconds={window_seconds}: the ONNX export of {path} takes "
                                f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
-                   info["model"], vad, min_seconds, vad_threshold, limits)
+                   info["model"], vad, min_seconds, vad_threshold, limits, info.get("temperature", 1.0))
 
     # --- public API -------------------------------------------------------------------------------
     def predict_array(self, waveform, sample_rate: int) -> dict:
@@ -240,7 +244,10 @@ class EmotionPredictor:
         batches = [np.empty((0, len(self.classes)))]
         while batch := list(itertools.islice(rows, self.batch_size)):
             batches.append(self.backend(np.stack(batch)))
-        probabilities = iter(np.concatenate(batches).astype(np.float64))
+        scores = np.concatenate(batches).astype(np.float64)
+        if self.temperature != 1.0:  # calibrated: softmax(log p / T), the same argmax
+            scores = probabilities_from_log(np.log(np.clip(scores, 1e-30, None)), self.temperature)
+        probabilities = iter(scores)
         return [self._summary(len(waveform), file_starts, [next(probabilities) if keep else None for keep in mask])
                 for waveform, file_starts, mask in zip(waveforms, starts, speech)]
 
@@ -252,7 +259,8 @@ class EmotionPredictor:
                      "speech": p is not None, **self._verdict(p)} for start, p in zip(starts, probabilities)]
         spoken = [p for p in probabilities if p is not None]
         return {"duration": num_samples / rate, **self._verdict(np.mean(spoken, axis=0) if spoken else None),
-                "no_speech": not spoken, "windows": timeline}
+                "no_speech": not spoken, "calibrated": self.temperature != 1.0, "temperature": self.temperature,
+                "windows": timeline}
 
     def _verdict(self, probabilities: np.ndarray | None) -> dict:
         if probabilities is None:
@@ -266,6 +274,7 @@ class EmotionPredictor:
         return {"model": self.model_name, "classes": self.classes, "sample_rate": self.sample_rate,
                 "window_seconds": self.window / self.sample_rate, "hop_seconds": self.hop / self.sample_rate,
                 "vad": self.vad, "vad_threshold": self.vad_threshold, "min_seconds": self.min_seconds,
+                "calibrated": self.temperature != 1.0, "temperature": self.temperature,
                 "backend": "onnx" if isinstance(self.backend, OnnxBackend) else "torch"}
 
 

@@ -8,7 +8,8 @@ from emotion_lightning.models.module import EmotionClassifier
 
 
 class ProbabilityMean(nn.Module):
-    """Waveform -> log of the weighted mean of the members' softmax probabilities."""
+    """Waveform -> log of the weighted mean of the members' calibrated probabilities (each member's logits
+    divided by its own fitted temperature: members of different confidence then weigh as their accuracy says)."""
 
     def __init__(self, members: list[EmotionClassifier], weights: list[float] | None = None):
         super().__init__()
@@ -19,7 +20,7 @@ class ProbabilityMean(nn.Module):
         self.register_buffer("weights", weights / weights.sum())
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([member(waveform).softmax(dim=-1) for member in self.members])
+        probabilities = torch.stack([(member(waveform) / member.temperature).softmax(dim=-1) for member in self.members])
         return (self.weights[:, None, None] * probabilities).sum(dim=0).clamp_min(1e-12).log()
 
 

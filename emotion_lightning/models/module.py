@@ -8,9 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from emotion_lightning.data.errors import MissingFileError, SettingError
+from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, probabilities_from_log
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from emotion_lightning.models.random_state import all_ranks_random_states, restore_rank_random_states
 
@@ -26,6 +28,8 @@ class EmotionClassifier(L.LightningModule):
     `label_smoothing` spreads that share of each target over the other classes (cross-entropy's own option).
     Test batches of shape (batch, crops, samples) are scored per crop and their probabilities averaged
     (test-time augmentation, `data.test_crops`).
+    `temperature` divides the log-probabilities before the softmax of reported probabilities (temperature
+    scaling, fitted on validation after training: training/fit.py); it never changes an argmax. 1 = as trained.
     `run_config`, the resolved run config, is saved into checkpoints so eval and predict can rebuild this
     module (and its audio settings) without Hydra.
     """
@@ -56,9 +60,11 @@ class EmotionClassifier(L.LightningModule):
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("class_weights", torch.ones(len(self.classes)))
         self.run_config = run_config
-        # (probabilities, true) per validation or test batch, scored at the epoch's end (`scored_clips`)
+        # (log-probabilities, true) per validation or test batch, scored at the epoch's end (`scored_clips`)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.test_results: dict | None = None
+        self.val_scores: tuple[np.ndarray, np.ndarray] | None = None  # the last validation's (log-probs, true)
+        self.temperature = 1.0
         self.trainable = True  # an ensemble of trained checkpoints is only tested
         self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
         self.batch_augment = batch_augment  # waveform augmentation of whole training batches (models/augment.py)
@@ -111,33 +117,45 @@ class EmotionClassifier(L.LightningModule):
         waveform, labels = batch
         logits = self(waveform)
         self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels), sync_dist=True)
-        self._outputs.append((logits.float().softmax(dim=1), labels))
+        self._outputs.append((logits.float().log_softmax(dim=1), labels))
 
     def on_validation_epoch_end(self):
-        _, probabilities, true = self.scored_clips(self.trainer.val_dataloaders)
-        results = metrics_from_confusion(confusion_matrix(true, probabilities.argmax(axis=1), len(self.classes)),
+        _, log_probabilities, true = self.scored_clips(self.trainer.val_dataloaders)
+        self.val_scores = (log_probabilities, true)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return  # a validation pass after fit (to fit the temperature) is not part of the learning curve
+        results = metrics_from_confusion(confusion_matrix(true, log_probabilities.argmax(axis=1), len(self.classes)),
                                          self.classes)
         # every rank scored the same gathered clips: the same values everywhere, nothing to reduce
         self.log_dict({f"val_{key}": results[key] for key in ("wa", "ua", "macro_f1")}, prog_bar=True)
 
     def test_step(self, batch, batch_index):
         waveform, labels = batch
-        if waveform.dim() == 3:  # (batch, crops, samples): the mean of each clip's crop probabilities
+        if waveform.dim() == 3:  # (batch, crops, samples): the log of the mean of each clip's crop probabilities
             crops = waveform.shape[1]
-            probabilities = self(waveform.flatten(0, 1)).float().softmax(dim=1).unflatten(0, (-1, crops)).mean(dim=1)
+            log_probabilities = self(waveform.flatten(0, 1)).float().log_softmax(dim=1).unflatten(0, (-1, crops))
+            log_probabilities = log_probabilities.logsumexp(dim=1) - np.log(crops)
         else:
-            probabilities = self(waveform).float().softmax(dim=1)
-        self._outputs.append((probabilities, labels))
+            log_probabilities = self(waveform).float().log_softmax(dim=1)
+        self._outputs.append((log_probabilities, labels))
 
     def on_test_epoch_end(self):
-        positions, probabilities, true = self.scored_clips(self.trainer.test_dataloaders)
-        predicted = probabilities.argmax(axis=1)
+        positions, log_probabilities, true = self.scored_clips(self.trainer.test_dataloaders)
+        predicted = log_probabilities.argmax(axis=1)
         confusion = confusion_matrix(true, predicted, len(self.classes))
         results = metrics_from_confusion(confusion, self.classes)
         self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")}, sync_dist=False)
-        # `positions`: each prediction's clip, as its position in the test dataset (what predictions.csv matches)
+        raw, calibrated = (probabilities_from_log(log_probabilities, t) for t in (1.0, self.temperature))
+        # `positions`: each prediction's clip, as its position in the test dataset (what predictions.csv matches);
+        # the probabilities reported are the calibrated ones, the scores before scaling are kept beside them
         self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted,
-                             "probabilities": probabilities, "positions": positions}
+                             "probabilities": calibrated, "positions": positions,
+                             "calibration": {"temperature": self.temperature,
+                                             "before": calibration_scores(raw, true) if len(true) else None,
+                                             "after": calibration_scores(calibrated, true) if len(true) else None},
+                             "reliability": {"before scaling": bin_table(raw, true),
+                                             f"after (temperature {self.temperature:.2f})": bin_table(calibrated, true)}
+                             if self.temperature != 1.0 else {"as trained": bin_table(raw, true)}}
 
     def scored_clips(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This epoch's (clip positions in the dataset, probabilities, true labels), each clip exactly once, in
@@ -173,8 +191,10 @@ class EmotionClassifier(L.LightningModule):
         checkpoint["random_states"] = all_ranks_random_states()  # by rank: each continues its own streams
         checkpoint["clips"] = self.trained_clips
         checkpoint["choices"] = self.trained_choices
+        checkpoint["temperature"] = self.temperature
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.temperature = float(checkpoint.get("temperature", 1.0))  # 1: written before calibration existed
         saved = checkpoint.get("random_states")
         if saved is not None:  # a dict: written by one process before states were kept per rank
             restore_rank_random_states(saved if isinstance(saved, list) else [saved], self.global_rank)
@@ -192,5 +212,6 @@ class EmotionClassifier(L.LightningModule):
         model = instantiate(run_config["model"], _partial_=True)(run_config=run_config)
         model.load_state_dict(checkpoint["state_dict"])
         model.trained_clips, model.trained_choices = checkpoint.get("clips"), checkpoint.get("choices")
+        model.temperature = float(checkpoint.get("temperature", 1.0))
         model.checkpoint_path = str(path)
         return model.eval()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from emotion_lightning.data.atomic import atomic_path
@@ -21,6 +22,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.swept = True
         with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
+
+
+def store_temperature(path: str | Path, temperature: float) -> None:
+    """Record a fitted temperature in a written checkpoint (rewritten whole, through a temporary file)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint["temperature"] = float(temperature)
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
 
 
 def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:

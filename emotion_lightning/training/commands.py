@@ -21,7 +21,6 @@ from pathlib import Path
 
 from emotion_lightning.data.errors import UsageError
 from emotion_lightning.evaluation.unfinished import FAILURE_FILE
-from emotion_lightning.training.distributed import rank_zero
 from emotion_lightning.training.failures import record_failure
 
 # Messages of other libraries that say nothing about this run: advertisements and warnings about their own
@@ -95,6 +94,8 @@ def command(status: int = 1):
     try:
         yield
     except Exception as error:
+        from emotion_lightning.training.distributed import rank_zero  # imports torch: predict's ONNX path must not
+
         run_dir, multirun = _job()
         if not rank_zero():  # DDP ranks > 0 share rank 0's run dir: rank 0 records the failure
             raise

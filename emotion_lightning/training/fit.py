@@ -11,8 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emotion_lightning.data.errors import SettingError
+from emotion_lightning.evaluation.calibration import fit_temperature
 from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings
-from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint, store_temperature
 from emotion_lightning.training.distributed import check_can_launch, wait_for_other_ranks
 from emotion_lightning.training.run_facts import config_choices, resolved_config
 
@@ -100,6 +101,27 @@ def check_members_never_saw_the_test(model, datamodule) -> None:
                 "ensemble checkpoints trained on this run's split (the same split, split.fold and seed as the members)")
 
 
+CALIBRATIONS = ("temperature", "none")
+
+
+def calibrate(cfg: DictConfig, trainer, model, datamodule, best_path: str) -> float | None:
+    """Temperature scaling: one temperature fitted on the validation clips with the best checkpoint's weights
+    (validation is what chose that checkpoint; test is never looked at), stored in the checkpoint, so test, eval,
+    predict and export all report probabilities divided by it. None when turned off or nothing was checkpointed."""
+    method = cfg.get("calibration", "none")
+    if method not in CALIBRATIONS:
+        raise SettingError(f"calibration={method!r}; use one of {', '.join(CALIBRATIONS)}")
+    if method == "none" or not best_path:
+        return None
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    temperature = fit_temperature(*model.val_scores)  # every rank gathered the same clips: the same value
+    if trainer.is_global_zero:
+        store_temperature(best_path, temperature)
+    trainer.strategy.barrier()  # the test below reads the checkpoint back
+    log.info("temperature %.3f fitted on %d validation clips", temperature, len(model.val_scores[1]))
+    return temperature
+
+
 def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, resume_from: str | None = None) -> dict:
     """Fit on train, select on val, test the best checkpoint (the last weights when there is none: a
     `fast_dev_run` smoke test saves no checkpoint)."""
@@ -121,6 +143,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     best_path = checkpoint.best_model_path if checkpoint else ""
     if model.trainable and not best_path:
         log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
+    temperature = calibrate(cfg, trainer, model, datamodule, best_path) if model.trainable else None
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
     wait_for_other_ranks(trainer)
     best_score = checkpoint.best_model_score if best_path else None
@@ -130,6 +153,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
         # which file that is, in the run dir where it is there (model.sweeps ensembles take it as a member)
         "tested_checkpoint": tested_checkpoint_path(best_path, Path(cfg.paths.output_dir)) if best_path else None,
         "best_epoch": best_epoch(best_path), "epochs_run": trainer.current_epoch,
+        "temperature_fitted_on": "val" if temperature is not None else None,
         f"best_{cfg.monitor}": float(best_score) if best_score is not None else None,
     }
 

@@ -11,8 +11,18 @@ class ExponentialMovingAverage(EMAWeightAveraging):
 
     Lightning's own callback, still attached when `trainer.test(ckpt_path="best")` runs after fit, reloads the
     raw weights over the average there: a run would then be selected on one set of weights and tested on another.
-    Outside fit the checkpoint's `state_dict` (the average) is left as the model, as eval and predict load it.
+    Outside fit the checkpoint's `state_dict` (the average) is left as the model, as eval and predict load it,
+    and a validation pass after fit (to fit the temperature) scores that checkpoint, not the final average that
+    Lightning's callback would swap in.
     """
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
