@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lightning.data.download import download
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def corpus_shorthand(argv: list[str]) -> list[str]:
 
 def main() -> None:
     sys.argv[1:] = corpus_shorthand(sys.argv[1:])
+    check_command_line()
     hydra_main()
 
 

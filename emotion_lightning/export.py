@@ -5,7 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from emotion_lightning.inference.export import export
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

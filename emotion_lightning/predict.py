@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.inference.predictor import input_files, predictor_from_config
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 
 log = logging.getLogger(__name__)
 ALL_ANSWERED, SOME_FAILED, NOTHING_RAN = 0, 1, 2
@@ -58,4 +58,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(status=NOTHING_RAN)
     main()

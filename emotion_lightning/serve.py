@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.predictor import predictor_from_config
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
@@ -18,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

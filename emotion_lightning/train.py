@@ -12,7 +12,7 @@ from emotion_lightning.data.errors import SettingError, UsageError
 from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import checked_resume, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
@@ -65,4 +65,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()
