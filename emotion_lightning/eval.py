@@ -22,6 +22,7 @@ from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
 from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.fit import seen_clips
+from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.training.run_facts import config_choices, resolved_config, run_record
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def setting_without_its_group(overrides: list[str]) -> str | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float:
     with command():
         return evaluate(cfg)["test_ua"]

@@ -6,9 +6,10 @@ from omegaconf import DictConfig
 from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.predictor import predictor_from_config
 from emotion_lightning.training.commands import check_command_line, command
+from emotion_lightning.training.resolvers import config_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")
 def main(cfg: DictConfig) -> None:
     import uvicorn
 

@@ -189,6 +189,17 @@ def test_default_folders_are_under_the_project_root_whatever_the_cwd(tmp_path, m
         HydraConfig.instance().cfg = None
 
 
+def test_an_installed_copy_reads_its_own_conf_and_defaults_folders_to_the_current_directory(tmp_path, monkeypatch):
+    from emotion_lightning.training import resolvers
+
+    assert (resolvers.config_dir(), resolvers.project_root()) == (str(REPO / "conf"), str(REPO))  # this checkout
+    package = tmp_path / "site-packages" / "emotion_lightning"
+    (package / "conf").mkdir(parents=True)  # where the wheel puts conf/ (setup.py)
+    monkeypatch.setattr(resolvers, "PACKAGE", package)
+    monkeypatch.chdir(tmp_path)
+    assert (resolvers.config_dir(), resolvers.project_root()) == (str(package / "conf"), str(tmp_path))
+
+
 # Expected errors --------------------------------------------------------------------------------------------------
 
 def test_expected_errors_keep_their_builtin_types():

@@ -55,10 +55,22 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> str:
+    """conf/, which every command reads: inside the package in an installed copy (the wheel carries it there, see
+    setup.py), else beside the package in a checkout."""
+    installed = PACKAGE / "conf"
+    return str(installed if installed.is_dir() else PACKAGE.parent / "conf")
+
+
 def project_root() -> str:
-    """The folder holding conf/ and the package (the commands read their configs from there): the default home of
-    data/, cache/ and outputs/, so they do not depend on the directory a command is started from."""
-    return str(Path(__file__).resolve().parents[2])
+    """Default home of data/, cache/ and outputs/: a checkout's root (the folder holding conf/ and the package),
+    whatever the directory a command is started from; the current directory for an installed copy, which has no
+    project folder around it."""
+    conf = Path(config_dir())
+    return str(conf.parent if conf.parent != PACKAGE else Path.cwd())
 
 
 def wandb_offline() -> bool:
