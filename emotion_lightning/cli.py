@@ -7,7 +7,7 @@ import sys
 # name -> what it does, for `emotion-lightning --help`; each is the module emotion_lightning.<name>.
 COMMANDS = {
     "train": "train a model and test its best checkpoint (Hydra overrides: data=... model=... split=...)",
-    "eval": "evaluate a checkpoint on a data set and split (ckpt_path=...)",
+    "eval": "evaluate a checkpoint on a data set and split (ckpt=...)",
     "predict": "predict the emotions of audio files (ckpt=... audio=FILE_OR_FOLDER)",
     "export": "export a checkpoint as ONNX or TorchScript (ckpt=... [format=torchscript])",
     "serve": "serve a model over HTTP (ckpt=... [port=8000])",

@@ -14,7 +14,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lightning.data.download import download
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
+from emotion_lightning.training.resolvers import config_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     return counts
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="download")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="download")
 def hydra_main(cfg: DictConfig) -> None:
     with command():
         run(cfg)
@@ -44,6 +45,7 @@ def corpus_shorthand(argv: list[str]) -> list[str]:
 
 def main() -> None:
     sys.argv[1:] = corpus_shorthand(sys.argv[1:])
+    check_command_line()
     hydra_main()
 
 

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint without training: `python -m emotion_lightning.eval ckpt_path=... [data=...] [split=...]`.
+"""Evaluate a checkpoint without training: `python -m emotion_lightning.eval ckpt=... [data=...] [split=...]`.
 
 By default the checkpoint is tested on its own test part: its data and split settings (and seed) come from the
 checkpoint. A test clip that the checkpoint trained or validated on stops eval before testing, unless
@@ -20,9 +20,10 @@ from emotion_lightning.evaluation.identity import POOLED, describe_differences, 
 from emotion_lightning.evaluation.test_results import predictions_table, reliability_tables, save_report, test_report
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.distributed import check_can_launch, ddp_job, rank_zero, wait_for_other_ranks
 from emotion_lightning.training.fit import seen_clips
+from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.training.run_facts import config_choices, resolved_config, run_record
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if part not in ("test", "val"):
         raise SettingError(f"part={part}: eval scores the split's test clips (part=test) or its validation clips "
                            "(part=val, to choose test-side settings such as test_crops on validation)")
-    model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
+    model = EmotionClassifier.from_checkpoint(cfg.ckpt)
     trained = model.run_config
     use_checkpoint_settings(cfg, trained)
     # Labels are indexed by the checkpoint's classes, and clips cut as the model was trained.
@@ -129,7 +130,7 @@ def evaluate(cfg: DictConfig) -> dict:
         seen["val"] = 0  # validation clips are what part=val scores; only trained-on clips would inflate it
     if seen is None:
         log.warning("%s records no clip IDs (written before they were recorded): cannot check that its test clips "
-                    "were not trained on", cfg.ckpt_path)
+                    "were not trained on", cfg.ckpt)
     seen_count = check_seen_clips(cfg, model, datamodule, seen) if seen is not None else None
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     check_can_launch(trainer)
@@ -141,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict:
         results["train_corpora"] = sorted({clip.split(":", 1)[0] for clip in model.trained_clips["train"]})
     report = run_record(
         cfg, results, model, datamodule,
-        ckpt_path=str(Path(cfg.ckpt_path).resolve()), model=trained.get("model", {}).get("name", "model"),
+        ckpt_path=str(Path(cfg.ckpt).resolve()), model=trained.get("model", {}).get("name", "model"),
         augment=trained.get("augment", {}).get("name", "none"),
         data=choices.get("data", trained_choices.get("data", "custom")),
         split=choices.get("split", trained_choices.get("split", type(datamodule.split).__name__)),
@@ -168,13 +169,14 @@ def setting_without_its_group(overrides: list[str]) -> str | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float:
     with command(), ddp_job():
         return evaluate(cfg)["test_ua"]
 
 
 if __name__ == "__main__":
+    check_command_line()
     if problem := setting_without_its_group(sys.argv[1:]):
         sys.exit(f"error: {problem}")
     main()

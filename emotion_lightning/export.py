@@ -5,14 +5,16 @@ import hydra
 from omegaconf import DictConfig
 
 from emotion_lightning.inference.export import export
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
+from emotion_lightning.training.resolvers import config_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 def main(cfg: DictConfig) -> None:
     with command():
         print(export(cfg.ckpt, cfg.format, cfg.output, cfg.opset))
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.inference.predictor import input_files, predictor_from_config
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
+from emotion_lightning.training.resolvers import config_dir
 
 log = logging.getLogger(__name__)
 ALL_ANSWERED, SOME_FAILED, NOTHING_RAN = 0, 1, 2
@@ -50,7 +51,7 @@ def exit_status(report: dict) -> int:
     return SOME_FAILED if report["failed"] < report["files"] else NOTHING_RAN
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with command(status=NOTHING_RAN):  # a setting that stops every file: ckpt, backend, vad, ...
         report = predict(cfg)
@@ -58,4 +59,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(status=NOTHING_RAN)
     main()

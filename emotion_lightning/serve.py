@@ -5,7 +5,8 @@ from omegaconf import DictConfig
 
 from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.predictor import predictor_from_config
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
+from emotion_lightning.training.resolvers import config_dir
 
 
 def server_options(cfg: DictConfig) -> dict:
@@ -15,7 +16,7 @@ def server_options(cfg: DictConfig) -> dict:
             "timeout_keep_alive": cfg.timeout_keep_alive}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")
 def main(cfg: DictConfig) -> None:
     import uvicorn
 
@@ -26,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

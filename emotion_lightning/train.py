@@ -12,11 +12,12 @@ from emotion_lightning.data.errors import SettingError, UsageError
 from emotion_lightning.evaluation.test_results import predictions_table, reliability_tables, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
-from emotion_lightning.training.commands import command
+from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.distributed import ddp_job, process_rank, rank_zero
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import checked_resume, finished_record, fit_and_test_classical, fit_and_test_lightning
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
+from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.training.run_facts import resolved_config, run_record
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # A failed job leaves failure.json and re-raises: Hydra's launchers still run the sweep's other jobs,
     # then the command exits non-zero with the first error, so a sweep with a failure never looks clean.
@@ -74,4 +75,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line()
     main()

@@ -71,6 +71,54 @@ def test_help_of_the_inference_commands_shows_their_own_settings(name, own, fore
     assert "Configuration groups" not in result.stdout
 
 
+@pytest.mark.slow  # runs the command in subprocesses (seconds each)
+@pytest.mark.parametrize("name, groups, foreign", [
+    ("train", ["data: combined, crema_d, ravdess, tess", "model: densenet,", "experiment: best_pretrained,",
+               "experiment: robustness/lstm,"], ["corpus:", "scheduler:"]),
+    ("eval", ["data: combined, crema_d, ravdess, tess", "split: cross_corpus,", "robustness: clean,"],
+     ["model:", "experiment:"]),
+])
+def test_help_of_train_and_eval_lists_their_public_config_groups(name, groups, foreign, tmp_path):
+    """Building blocks (names starting with `_`) and groups the command does not compose are left out."""
+    result = run_command(name, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"emotion-lightning {name}:") and "powered by Hydra" not in result.stdout
+    listed = result.stdout.split("== Config groups")[1].split("== Settings")[0]
+    for text in groups:
+        assert text in listed
+    for text in foreign:
+        assert text not in listed
+    options = [option.strip() for line in listed.splitlines() if ":" in line for option in line.split(":")[1].split(",")]
+    assert options and not [option for option in options if option.startswith("_") or "/_" in option]
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--cfg", "job", "-m", "seed=0,1"], "--cfg job shows one job and -m runs a sweep; drop -m"),
+    (["-m", "--info"], "--info shows one job and -m runs a sweep; drop -m"),
+    (["--cfg", "job", "--run"], "use one of --run, --multirun (-m), --cfg, --info and --shell-completion at a time"),
+    (["ckpt_path=runs/last.ckpt", "part=val"], "ckpt_path: every command takes its checkpoint as ckpt= "
+                                               "(ckpt=runs/last.ckpt)"),
+    (["+ckpt_path=last"], "ckpt_path: every command takes its checkpoint as ckpt= (ckpt=last)"),
+])
+def test_command_lines_that_hydra_would_answer_with_a_traceback_are_named(argv, problem):
+    assert commands.command_line_problem(argv).startswith(problem)
+
+
+def test_a_usual_command_line_has_no_problem():
+    for argv in (["--cfg", "job", "seed=0"], ["-m", "seed=0,1"], ["--help"], ["ckpt=last", "hydra.run.dir=x"], []):
+        assert commands.command_line_problem(argv) is None
+
+
+@pytest.mark.slow  # runs the command in subprocesses (seconds each)
+@pytest.mark.parametrize("args", [("train", "--cfg", "job", "-m", "seed=0,1"), ("eval", "ckpt_path=x.ckpt"),
+                                  ("predict", "-m", "--cfg", "job", "ckpt=x.ckpt", "audio=a.wav")])
+def test_a_refused_command_line_is_one_line_without_traceback(args, tmp_path):
+    result = run_command(*args, cwd=tmp_path)
+    assert result.returncode == (2 if args[0] == "predict" else 1)  # predict: nothing could run
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
 # Files and paths --------------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -139,6 +187,17 @@ def test_default_folders_are_under_the_project_root_whatever_the_cwd(tmp_path, m
     finally:
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
+
+
+def test_an_installed_copy_reads_its_own_conf_and_defaults_folders_to_the_current_directory(tmp_path, monkeypatch):
+    from emotion_lightning.training import resolvers
+
+    assert (resolvers.config_dir(), resolvers.project_root()) == (str(REPO / "conf"), str(REPO))  # this checkout
+    package = tmp_path / "site-packages" / "emotion_lightning"
+    (package / "conf").mkdir(parents=True)  # where the wheel puts conf/ (setup.py)
+    monkeypatch.setattr(resolvers, "PACKAGE", package)
+    monkeypatch.chdir(tmp_path)
+    assert (resolvers.config_dir(), resolvers.project_root()) == (str(package / "conf"), str(tmp_path))
 
 
 # Expected errors --------------------------------------------------------------------------------------------------
@@ -211,12 +270,12 @@ def test_wandb_goes_online_the_way_its_own_hint_says(monkeypatch):
 def test_eval_of_a_missing_checkpoint_from_another_cwd(tmp_path):
     """One line, status 1, no traceback; nothing written into the cwd and no empty run dir under outputs/."""
     outputs = tmp_path / "outputs"
-    result = run_command("eval", f"ckpt_path={tmp_path}/nope.ckpt", cwd=tmp_path,
+    result = run_command("eval", f"ckpt={tmp_path}/nope.ckpt", cwd=tmp_path,
                          env={"EMOTION_OUTPUTS_DIR": str(outputs)})
     assert result.returncode == 1
     assert result.stderr == f"error: checkpoint {tmp_path}/nope.ckpt does not exist; pass the .ckpt in a run dir's checkpoints/\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"] and not list(outputs.rglob("eval.log"))
-    full = run_command("eval", f"ckpt_path={tmp_path}/nope.ckpt", cwd=tmp_path,
+    full = run_command("eval", f"ckpt={tmp_path}/nope.ckpt", cwd=tmp_path,
                        env={"EMOTION_OUTPUTS_DIR": str(outputs), "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr and "MissingFileError" in full.stderr
 
@@ -233,11 +292,11 @@ def test_a_monitor_where_lower_is_better_is_refused(tmp_path):
 @pytest.mark.slow  # runs the command in a subprocess (seconds)
 def test_eval_names_a_split_setting_given_without_its_split(tmp_path):
     """`split.fold=1` alone: Hydra would say `Key 'split' is not in struct` and suggest `+split.fold=1`."""
-    result = run_command("eval", f"ckpt_path={tmp_path}/any.ckpt", "split.fold=1", cwd=tmp_path)
+    result = run_command("eval", f"ckpt={tmp_path}/any.ckpt", "split.fold=1", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "not in struct" not in result.stderr
     assert result.stderr.startswith("error: split.fold: eval tests on the checkpoint's own split")
     assert "split=speaker_kfold split.fold=1" in result.stderr and list(tmp_path.iterdir()) == []
-    chosen = run_command("eval", f"ckpt_path={tmp_path}/any.ckpt", "split=speaker_kfold", "split.fold=1", cwd=tmp_path,
+    chosen = run_command("eval", f"ckpt={tmp_path}/any.ckpt", "split=speaker_kfold", "split.fold=1", cwd=tmp_path,
                          env={"EMOTION_OUTPUTS_DIR": str(tmp_path / "outputs")})
     assert "does not exist" in chosen.stderr  # composed: it got as far as the missing checkpoint
 

@@ -109,10 +109,10 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_ru
 
 
 @pytest.mark.slow
-def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(data_dir, tmp_path):
-    result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"), "ckpt_path=last")
+def test_ckpt_last_without_a_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    result = run_train(*train_overrides(data_dir, tmp_path / "cache", tmp_path / "run"), "ckpt=last")
     assert result.returncode != 0
-    assert "ckpt_path=last" in result.stderr and "does not exist" in result.stderr
+    assert "ckpt=last" in result.stderr and "does not exist" in result.stderr
 
 
 def write_bad_and_odd_files(actor_dir):

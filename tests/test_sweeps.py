@@ -186,7 +186,7 @@ def test_ddp_trains_one_job_in_two_cpu_processes_scoring_every_clip_once(data_di
     # the same checkpoint in one process: the same test scores, and its validation score is the one selected on
     (best,) = (run / "checkpoints").glob("epoch*.ckpt")
     for part in ("test", "val"):
-        single = run_module("emotion_lightning.eval", f"ckpt_path={best}", f"part={part}",
+        single = run_module("emotion_lightning.eval", f"ckpt={best}", f"part={part}",
                             f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/{part}")
         assert single.returncode == 0, single.stderr[-3000:]
     assert scores(tmp_path / "test") == {key: metrics[key] for key in SCORES}
@@ -199,7 +199,7 @@ def test_eval_of_a_checkpoint_in_two_processes_equals_one_process(trained_checkp
     # a noise condition (seeded per clip) on 15 test clips: one padded clip counted twice changed every score
     runs = {}
     for name, trainer in (("single", []), ("ddp", DDP)):
-        result = run_module("emotion_lightning.eval", f"ckpt_path={trained_checkpoint}", f"paths.data_dir={data_dir}",
+        result = run_module("emotion_lightning.eval", f"ckpt={trained_checkpoint}", f"paths.data_dir={data_dir}",
                             "robustness=noise", "robustness.snr_db=5", *trainer, f"hydra.run.dir={tmp_path}/{name}")
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = scores(tmp_path / name)

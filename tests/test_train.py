@@ -78,7 +78,7 @@ def run_eval(*overrides, timeout=300):
 def test_eval_reproduces_the_test_metrics_and_adds_breakdowns(fixture_run, data_dir, tmp_path):
     trained = json.loads((fixture_run / "metrics.json").read_text())
     best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
-    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+    result = run_eval(f"ckpt={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
                       f"hydra.run.dir={tmp_path}", "seed=1")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -92,7 +92,7 @@ def test_eval_reproduces_the_test_metrics_and_adds_breakdowns(fixture_run, data_
 
 def test_eval_cross_corpus_on_every_tess_clip(fixture_run, data_dir, tmp_path):
     best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
-    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+    result = run_eval(f"ckpt={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
                       f"hydra.run.dir={tmp_path}", "data=combined", "split=cross_corpus",
                       "split.train_corpora=[ravdess]", "split.test_corpora=[tess]")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,7 +106,7 @@ def test_eval_on_another_corpus_counts_as_trained_on_the_checkpoints_corpus(fixt
     from emotion_lightning.evaluation.aggregate import cross_corpus_matrix, read_runs
 
     best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
-    result = run_eval(f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+    result = run_eval(f"ckpt={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
                       f"hydra.run.dir={tmp_path}/eval", "data=tess", "split=random")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -117,7 +117,7 @@ def test_eval_on_another_corpus_counts_as_trained_on_the_checkpoints_corpus(fixt
 
 
 def test_eval_of_a_missing_checkpoint_says_so(tmp_path):
-    result = run_eval(f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
+    result = run_eval(f"ckpt={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr
 
 
@@ -170,7 +170,7 @@ def test_a_failed_job_of_an_eval_sweep_is_recorded_for_the_report(fixture_run, d
     from emotion_lightning.evaluation.unfinished import read_unfinished
 
     best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
-    result = run_eval("-m", f"ckpt_path={best},{tmp_path}/nope.ckpt", f"paths.data_dir={data_dir}",
+    result = run_eval("-m", f"ckpt={best},{tmp_path}/nope.ckpt", f"paths.data_dir={data_dir}",
                       f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.sweep.dir={tmp_path}/sweep")
     assert result.returncode != 0 and "nope.ckpt does not exist" in result.stderr
     failed = read_unfinished(tmp_path / "sweep")  # its run dir used to be deleted: the report said 1 finished, 0 failed
@@ -182,7 +182,7 @@ def test_eval_sweep_over_conditions_gives_the_robustness_table_and_snr_plot(fixt
     from emotion_lightning.aggregate import main as aggregate_main
 
     best = next((fixture_run / "checkpoints").glob("epoch*.ckpt"))
-    common = [f"ckpt_path={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
+    common = [f"ckpt={best}", f"paths.data_dir={data_dir}", f"paths.cache_dir={fixture_run.parent}/cache",
               "seed=1"]
     for name, sweep in (("conditions", "robustness=clean,volume,sampling"), ("snr", "robustness=noise")):
         extra = ["robustness.snr_db=0,30"] if name == "snr" else []

@@ -56,7 +56,7 @@ def test_run_dir_has_split_csv_predictions_csv_and_the_checkpoint_its_clips(shor
 def test_eval_defaults_to_the_checkpoint_split_and_refuses_seen_clips(short_runs, data_dir, tmp_path):
     run = short_runs / "epochs2"
     ckpt = next((run / "checkpoints").glob("epoch*.ckpt"))
-    paths = [f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache"]
+    paths = [f"ckpt={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache"]
     own = run_eval(*paths, f"hydra.run.dir={tmp_path}/own")
     assert own.returncode == 0, own.stderr[-3000:]
     metrics = json.loads((tmp_path / "own" / "metrics.json").read_text())
@@ -84,7 +84,7 @@ def test_eval_defaults_to_the_checkpoint_split_and_refuses_seen_clips(short_runs
 def test_eval_part_val_scores_the_clips_that_chose_the_checkpoint(short_runs, data_dir, tmp_path):
     run = short_runs / "epochs2"
     ckpt = next((run / "checkpoints").glob("epoch*.ckpt"))
-    result = run_eval(f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache",
+    result = run_eval(f"ckpt={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache",
                       f"hydra.run.dir={tmp_path}", "part=val")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -99,7 +99,7 @@ def test_eval_part_val_scores_the_clips_that_chose_the_checkpoint(short_runs, da
 def test_split_csv_read_back_by_split_file_gives_the_same_partition(short_runs, data_dir, tmp_path):
     run = short_runs / "epochs1"
     ckpt = run / "checkpoints" / "last.ckpt"
-    result = run_eval(f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache",
+    result = run_eval(f"ckpt={ckpt}", f"paths.data_dir={data_dir}", f"paths.cache_dir={short_runs.parent}/cache",
                       f"hydra.run.dir={tmp_path}", "split=file", f"split.path={run}/split.csv")
     assert result.returncode == 0, result.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split.csv"), pd.read_csv(run / "split.csv"))
@@ -123,10 +123,10 @@ def test_resuming_another_runs_checkpoint_with_other_settings_never_advises_dele
                                                                                        tmp_path):
     ckpt = short_runs / "epochs1" / "checkpoints" / "last.ckpt"
     result = run_train(*common(data_dir, short_runs.parent / "cache"), f"hydra.run.dir={tmp_path}/run",
-                       "trainer.max_epochs=3", f"ckpt_path={ckpt}")
+                       "trainer.max_epochs=3", f"ckpt={ckpt}")
     assert result.returncode != 0
-    assert f"not resuming ckpt_path={ckpt}" in result.stderr and "trainer.max_epochs: 3 here" in result.stderr
-    assert "leave out ckpt_path to start fresh" in result.stderr and "delete" not in result.stderr
+    assert f"not resuming ckpt={ckpt}" in result.stderr and "trainer.max_epochs: 3 here" in result.stderr
+    assert "leave out ckpt to start fresh" in result.stderr and "delete" not in result.stderr
     assert ckpt.is_file()
 
 

@@ -13,8 +13,8 @@ from fnmatch import fnmatchcase
 
 # Flattened keys (fnmatch patterns) that cannot change a result.
 IGNORED = (
-    "paths", "paths.*", "logger", "logger.*", "hydra", "hydra.*", "run_name", "ckpt_path", "force_resume",
-    "allow_seen_clips",
+    "paths", "paths.*", "logger", "logger.*", "hydra", "hydra.*", "run_name", "ckpt", "force_resume",
+    "allow_seen_clips", "ckpt_path",  # the checkpoint setting's earlier name, in older run configs
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.logger",
     "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",

@@ -32,16 +32,16 @@ def store_temperature(path: str | Path, temperature: float) -> None:
         torch.save(checkpoint, temporary)
 
 
-def resume_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+def resume_checkpoint(ckpt: str | None, run_dir: Path) -> str | None:
     """The checkpoint to resume from: an explicit path, 'last' (this run dir's last.ckpt, which must
     exist), or, when none is given, this run dir's last.ckpt if an earlier attempt left one."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path == "last":
+    if ckpt == "last":
         if not last.is_file():
-            raise MissingFileError(f"ckpt_path=last: {last} does not exist; pass hydra.run.dir=<the run dir to resume>")
+            raise MissingFileError(f"ckpt=last: {last} does not exist; pass hydra.run.dir=<the run dir to resume>")
         return str(last)
-    if ckpt_path:
-        if not Path(ckpt_path).is_file():
-            raise MissingFileError(f"ckpt_path={ckpt_path} does not exist")
-        return str(ckpt_path)
+    if ckpt:
+        if not Path(ckpt).is_file():
+            raise MissingFileError(f"ckpt={ckpt} does not exist")
+        return str(ckpt)
     return str(last) if last.is_file() else None

@@ -8,7 +8,12 @@ failed single run (a failed job of a sweep keeps its failure.json, for the repor
 
 A UsageError (emotion_lightning.data.errors) prints `error: MESSAGE` on stderr and exits with status 1; in a
 multirun it fails only its job (the launcher goes on) and the sweep ends with the message, still without a
-traceback. HYDRA_FULL_ERROR=1 shows the full traceback, as for any other error.
+traceback. HYDRA_FULL_ERROR=1 shows the full traceback, as for any other error. A command line that Hydra would
+answer with a traceback is refused the same way before Hydra starts:
+
+    if __name__ == "__main__":
+        check_command_line()
+        main()
 """
 
 import logging
@@ -56,6 +61,33 @@ def quiet_third_party() -> None:
         warnings.filterwarnings("ignore", message=message)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def command_line_problem(argv: list[str]) -> str | None:
+    """What is wrong with a command line that Hydra would answer with a traceback (two of its modes at once, such
+    as `--cfg job -m`) or that uses another name for the checkpoint (`ckpt_path=`); None if nothing."""
+    from hydra._internal.utils import get_args_parser  # the parser hydra.main reads the same command line with
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.multirun and (args.cfg or args.info is not None or args.shell_completion):
+        shown = f"--cfg {args.cfg}" if args.cfg else "--info" if args.info is not None else "--shell-completion"
+        return (f"{shown} shows one job and -m runs a sweep; drop -m and give each swept setting one value "
+                f"(e.g. seed=0, not seed=0,1,2)")
+    if args.run + args.multirun + (args.cfg is not None) + args.shell_completion + (args.info is not None) > 1:
+        return "use one of --run, --multirun (-m), --cfg, --info and --shell-completion at a time"
+    for override in args.overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "ckpt_path":
+            return f"{key}: every command takes its checkpoint as ckpt= (ckpt={value or 'PATH'})"
+    return None
+
+
+def check_command_line(status: int = 1) -> None:
+    """Exit with `error: PROBLEM` (no traceback, before Hydra starts) if the command line has one of the problems
+    above; `status` as for `command`."""
+    if problem := command_line_problem(sys.argv[1:]):
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(status)
 
 
 def full_error() -> bool:

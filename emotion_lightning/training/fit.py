@@ -46,8 +46,8 @@ def check_same_run(cfg: DictConfig, resume_from: str) -> None:
     if cfg.get("force_resume"):
         log.warning("force_resume=true: resuming %s although its settings differ:\n%s", resume_from, listing)
         return
-    if cfg.get("ckpt_path") not in (None, "last"):  # named by the user: another run's, never to be deleted here
-        given, fresh = f"ckpt_path={cfg.ckpt_path}", "leave out ckpt_path to start fresh, or give a checkpoint of a "\
+    if cfg.get("ckpt") not in (None, "last"):  # named by the user: another run's, never to be deleted here
+        given, fresh = f"ckpt={cfg.ckpt}", "leave out ckpt to start fresh, or give a checkpoint of a "\
             "run with these settings"
     else:
         given = f"{resume_from} (this run dir's last checkpoint)"
@@ -62,7 +62,7 @@ def check_same_run(cfg: DictConfig, resume_from: str) -> None:
 def checked_resume(cfg: DictConfig) -> str | None:
     """The checkpoint this run resumes from, checked to be of the same run. Called first thing in a job, so a
     refused restart leaves the run dir as it was (loggers and split files are not yet rewritten)."""
-    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    resume_from = resume_checkpoint(cfg.get("ckpt"), Path(cfg.paths.output_dir))
     if resume_from:
         check_same_run(cfg, resume_from)
     return resume_from
@@ -72,7 +72,7 @@ def finished_record(cfg: DictConfig) -> dict | None:
     """This run dir's metrics.json when an earlier attempt finished the run under the same settings (none when a
     checkpoint is named): a sweep run again skips its finished jobs instead of testing them again."""
     path = Path(cfg.paths.output_dir) / "metrics.json"
-    if cfg.get("ckpt_path") or not path.is_file():
+    if cfg.get("ckpt") or not path.is_file():
         return None
     record = json.loads(path.read_text())
     return None if differences(result_settings(resolved_config(cfg)), record.get("settings", {})) else record

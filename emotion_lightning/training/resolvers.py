@@ -7,6 +7,7 @@
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
     ${project_root:}                                                            (conf/paths/default.yaml)
     ${wandb_offline:}                                                           (conf/logger/wandb.yaml)
+    ${config_groups:}                                                           (conf/hydra/default.yaml)
 """
 
 import os
@@ -62,10 +63,22 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> str:
+    """conf/, which every command reads: inside the package in an installed copy (the wheel carries it there, see
+    setup.py), else beside the package in a checkout."""
+    installed = PACKAGE / "conf"
+    return str(installed if installed.is_dir() else PACKAGE.parent / "conf")
+
+
 def project_root() -> str:
-    """The folder holding conf/ and the package (the commands read their configs from there): the default home of
-    data/, cache/ and outputs/, so they do not depend on the directory a command is started from."""
-    return str(Path(__file__).resolve().parents[2])
+    """Default home of data/, cache/ and outputs/: a checkout's root (the folder holding conf/ and the package),
+    whatever the directory a command is started from; the current directory for an installed copy, which has no
+    project folder around it."""
+    conf = Path(config_dir())
+    return str(conf.parent if conf.parent != PACKAGE else Path.cwd())
 
 
 def wandb_offline() -> bool:
@@ -83,10 +96,33 @@ def choice(group: str, default: str) -> str:
     return str(chosen) if chosen is not None else default
 
 
+def config_groups() -> str:
+    """`--help`'s list of the config groups this command composes, one `group: option, ...` line each, and one more
+    per folder of options (`experiment: robustness/lstm, ...`, as typed). Names starting with `_` are building
+    blocks that other configs include (conf/data/_datamodule.yaml), not choices, and are left out."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.object_type import ObjectType
+
+    loader = GlobalHydra.instance().config_loader()
+
+    def lines(group: str, folder: str = "") -> list[str]:
+        path = f"{group}/{folder}".rstrip("/")
+        public = lambda kind: sorted(name for name in loader.get_group_options(path, kind) if not name.startswith("_"))
+        options = public(ObjectType.CONFIG)
+        return ([f"{group}: {', '.join(folder + name for name in options)}"] if options else []) + \
+            [line for sub in public(ObjectType.GROUP) for line in lines(group, f"{folder}{sub}/")]
+
+    chosen = [group for group in HydraConfig.get().runtime.choices
+              if "/" not in group and "@" not in group and not group.startswith(("hydra", "_"))]
+    return "\n".join(line for group in sorted(chosen) for line in lines(group))
+
+
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
     for name, function in (("len", len), ("job_device", job_device), ("device_precision", device_precision),
                            ("sweep_name", sweep_name), ("choice", choice),
-                           ("project_root", project_root), ("wandb_offline", wandb_offline)):
+                           ("project_root", project_root), ("wandb_offline", wandb_offline),
+                           ("config_groups", config_groups)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
