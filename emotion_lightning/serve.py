@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.predictor import predictor_from_config
+from emotion_lightning.inference.stream import StreamSettings
 from emotion_lightning.training.commands import command
 
 
@@ -13,7 +14,8 @@ def main(cfg: DictConfig) -> None:
     import uvicorn
 
     with command():
-        app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds)
+        app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds,
+                         StreamSettings.from_config(cfg.stream))
         uvicorn.run(app, host=cfg.host, port=cfg.port)
 
 

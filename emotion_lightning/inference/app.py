@@ -2,7 +2,7 @@
 
 POST /predict takes an audio upload (multipart field `file`; WAV, FLAC, OGG/Opus, MP3, M4A/AAC with ffmpeg)
 and answers what `predict` writes per file (`"emotion": null, "no_speech": true` without speech); GET /health
-describes the model. Bad uploads get a 4xx whose JSON body's `detail` says what is wrong: 400 empty, 413 too
+describes the model; GET / is a page and /stream a WebSocket for live audio (live.py). Bad uploads get a 4xx whose JSON body's `detail` says what is wrong: 400 empty, 413 too
 large or too long, 422 undecodable, shorter than min_seconds, or no `file` field (with the form's validation
 `errors` as a JSON list).
 """
@@ -16,14 +16,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from emotion_lightning.data.audio import AudioError, load, probe
+from emotion_lightning.inference.live import add_live_routes
 from emotion_lightning.inference.predictor import EmotionPredictor
+from emotion_lightning.inference.stream import StreamSettings
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file in a multipart body
 
 
-def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_seconds: float = 600) -> FastAPI:
-    """The FastAPI app around one predictor, with limits on upload size (MB) and duration (seconds)."""
+def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_seconds: float = 600,
+               stream: StreamSettings | None = None) -> FastAPI:
+    """The FastAPI app around one predictor, with limits on upload size (MB) and duration (seconds) and the
+    settings of live streams."""
     app = FastAPI(title="emotion-lightning", summary="Speech emotion recognition")
+    add_live_routes(app, predictor, stream or StreamSettings())
     max_bytes = int(max_upload_mb * 1024 * 1024)
     too_large = f"upload larger than max_upload_mb={max_upload_mb:g} MB; send a shorter or compressed recording"
 
