@@ -54,7 +54,7 @@ def serve(port: int, core: int, checkpoint: str | None) -> None:
     torch.set_num_interop_threads(1)
     settings = StreamSettings(max_streams=1000, max_queued_events=1000)
     uvicorn.run(create_app(resnet_predictor(checkpoint), stream=settings), host="127.0.0.1", port=port,
-                log_level="warning", ws="websockets")
+                log_level="warning")  # uvicorn's default WebSocket implementation, as `serve` runs it
 
 
 def speech(data_dir: Path | None, seconds: float) -> np.ndarray:

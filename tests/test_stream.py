@@ -401,7 +401,7 @@ def test_the_page_in_chromium_shows_an_emotion_and_a_timeline(service, tmp_path)
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "legend").text)
         driver.find_element(By.ID, "microphone").click()
         timeline = driver.find_element(By.ID, "timeline")
-        WebDriverWait(driver, 60).until(lambda d: int(timeline.get_attribute("data-windows")) >= 4
+        WebDriverWait(driver, 60).until(lambda d: int(timeline.get_attribute("data-windows")) >= 8
                                         or "error" in d.find_element(By.ID, "status").get_attribute("class"))
         status = driver.find_element(By.ID, "status").text
         emotion = driver.find_element(By.ID, "emotion").text
