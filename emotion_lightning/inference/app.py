@@ -2,9 +2,10 @@
 
 POST /predict takes an audio upload (multipart field `file`; WAV, FLAC, OGG/Opus, MP3, M4A/AAC with ffmpeg)
 and answers what `predict` writes per file (`"emotion": null, "no_speech": true` without speech); GET /health
-describes the model; GET / is a page and /stream a WebSocket for live audio (live.py). Bad uploads get a 4xx whose JSON body's `detail` says what is wrong: 400 empty, 413 too
+describes the model. Bad uploads get a 4xx whose JSON body's `detail` says what is wrong: 400 empty, 413 too
 large or too long, 422 undecodable, shorter than min_seconds, or no `file` field (with the form's validation
 `errors` as a JSON list).
+GET / (a page) and /stream (a WebSocket for live audio) come from live.py.
 """
 
 import tempfile

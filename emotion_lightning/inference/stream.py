@@ -288,7 +288,8 @@ class StreamScorer:
             if p is not None:
                 self.spoken_sum += p
                 self.spoken += 1
-                self.smoothed = p if self.smoothed is None else self.smoothing * self.smoothed + (1 - self.smoothing) * p
+                self.smoothed = p if self.smoothed is None else (
+                    self.smoothing * self.smoothed + (1 - self.smoothing) * p)
             events.append({"type": "window", "start": start / self.rate, "end": (start + len(piece)) / self.rate,
                            "no_speech": not keep, **self.predictor.verdict(p),
                            "smoothed": self.predictor.verdict(self.smoothed)})
