@@ -3,7 +3,7 @@ PYTHON ?= python
 BENCH_DATA_DIR ?= $(or $(EMOTION_DATA_DIR),../shared/data)
 BENCH_MODELS_DIR ?= $(or $(EMOTION_MODELS_DIR),../shared/models)
 
-.PHONY: install data train test test-fast bench bench-inference clean
+.PHONY: install data train test test-fast bench bench-inference bench-stream clean
 
 # `make data` downloads this corpus (ravdess, crema_d, tess or all) into the data dir.
 CORPUS ?= ravdess
@@ -32,8 +32,11 @@ bench:  ## throughput ratios side by side (augmentation, frozen Whisper, pipelin
 	$(PYTHON) benchmarks/whisper_window.py --checkpoint $(BENCH_MODELS_DIR)/whisper-tiny.en
 	$(PYTHON) benchmarks/full_run.py --data-dir $(BENCH_DATA_DIR)
 
-bench-inference:  ## per-model latency, throughput and memory, PyTorch vs ONNX Runtime (CHECKPOINTS="resnet=PATH ...")
+bench-inference:  ## per-model latency, throughput and memory, PyTorch vs ONNX Runtime (CHECKPOINTS="resnet=PATH ..."); live streams: make bench-stream
 	$(PYTHON) benchmarks/inference.py $(foreach c,$(CHECKPOINTS),--checkpoint $(c)) $(BENCH_INFERENCE_ARGS)
+
+bench-stream:  ## live streams: latency from a window's last sample to its event, real-time streams one core keeps up with
+	$(PYTHON) benchmarks/stream_latency.py --data-dir $(BENCH_DATA_DIR) $(BENCH_STREAM_ARGS)
 
 clean:  ## caches and outputs (decoded waveforms are rebuilt on the next run)
 	rm -rf cache outputs .pytest_cache

@@ -11,6 +11,7 @@ COMMANDS = {
     "predict": "predict the emotions of audio files (ckpt=... audio=FILE_OR_FOLDER)",
     "export": "export a checkpoint as ONNX or TorchScript (ckpt=... [format=torchscript])",
     "serve": "serve a model over HTTP (ckpt=... [port=8000])",
+    "stream": "live emotion of a file or microphone, to a running service or here (FILE|--mic [--ckpt ...])",
     "report": "tables and an HTML page over run or multirun folders (FOLDER... [--out DIR])",
     "aggregate": "mean, sd and 95% CI over seeds and folds (FOLDER [--out DIR])",
     "download": "download a corpus into the data dir (ravdess|crema_d|tess|all)",

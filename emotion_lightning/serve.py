@@ -7,6 +7,7 @@ from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.predictor import predictor_from_config
 from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.resolvers import config_dir
+from emotion_lightning.inference.stream import StreamSettings
 
 
 def server_options(cfg: DictConfig) -> dict:
@@ -22,7 +23,8 @@ def main(cfg: DictConfig) -> None:
 
     with command():
         app = create_app(predictor_from_config(cfg), cfg.max_upload_mb, cfg.max_seconds,
-                         allowed_hosts=list(cfg.allowed_hosts), docs=cfg.docs, upload_timeout=cfg.upload_timeout)
+                         StreamSettings.from_config(cfg.stream), allowed_hosts=list(cfg.allowed_hosts), docs=cfg.docs,
+                         upload_timeout=cfg.upload_timeout)
         uvicorn.run(app, **server_options(cfg))
 
 

@@ -107,14 +107,7 @@ class EmotionPredictor:
         self.temperature = float(temperature)  # 1: the probabilities as trained (not calibrated)
         self.limits = limits  # what a file may hold before it is decoded (rate, channels, length)
         self.backend, self.classes, self.sample_rate = backend, list(classes), int(sample_rate)
-        self.window = int(round(window_seconds * self.sample_rate))
-        if self.window <= 0:
-            raise SettingError(f"window_seconds={window_seconds}; use a positive length in seconds (leave it unset "
-                               "for the model's training clip)")
-        self.hop = int(round((window_seconds / 2 if hop_seconds is None else hop_seconds) * self.sample_rate))
-        if not 0 < self.hop <= self.window:
-            raise SettingError(f"hop_seconds={hop_seconds}; use more than 0 and at most the window, "
-                               f"{self.window / self.sample_rate:g} s (leave it unset for half a window)")
+        self.window, self.hop = self.windowing(window_seconds, hop_seconds)
         if batch_size < 1:
             raise SettingError(f"batch_size={batch_size}; use 1 or more windows per forward pass")
         if min_seconds is None or min_seconds < 0:
@@ -165,6 +158,18 @@ class EmotionPredictor:
                                f"{info['clip_seconds']} s windows; leave window_seconds unset or use backend=torch")
         return cls(backend, info["classes"], info["sample_rate"], info["clip_seconds"], hop_seconds, batch_size,
                    info["model"], vad, min_seconds, vad_threshold, limits, info.get("temperature", 1.0))
+
+    def windowing(self, window_seconds: float, hop_seconds: float | None = None) -> tuple[int, int]:
+        """Window and hop in samples (hop: half the window when None), or SettingError saying what works."""
+        window = int(round(window_seconds * self.sample_rate))
+        if window <= 0:
+            raise SettingError(f"window_seconds={window_seconds}; use a positive length in seconds (leave it unset "
+                               "for the model's training clip)")
+        hop = int(round((window_seconds / 2 if hop_seconds is None else hop_seconds) * self.sample_rate))
+        if not 0 < hop <= window:
+            raise SettingError(f"hop_seconds={hop_seconds}; use more than 0 and at most the window, "
+                               f"{window / self.sample_rate:g} s (leave it unset for half a window)")
+        return window, hop
 
     # --- public API -------------------------------------------------------------------------------
     def predict_array(self, waveform, sample_rate: int) -> dict:
@@ -224,13 +229,16 @@ class EmotionPredictor:
         for (index, _), summary in zip(pending, summaries):
             results[index] = {"file": str(paths[index]), **summary}
 
-    def _long_enough(self, waveform: np.ndarray) -> np.ndarray:
-        """The waveform, or AudioError naming min_seconds when it is too short to judge (a shorter one than a
-        window but at least min_seconds is zero-padded, as in training)."""
-        seconds = len(waveform) / self.sample_rate
-        if len(waveform) == 0 or seconds < self.min_seconds:
+    def check_length(self, num_samples: int) -> None:
+        """AudioError naming min_seconds when a recording of `num_samples` is too short to judge (a shorter one
+        than a window but at least min_seconds is zero-padded, as in training)."""
+        seconds = num_samples / self.sample_rate
+        if num_samples == 0 or seconds < self.min_seconds:
             raise AudioError(f"{seconds:.3g} s of audio is shorter than the minimum min_seconds={self.min_seconds:g} "
                              "s; record a longer clip (or lower min_seconds)")
+
+    def _long_enough(self, waveform: np.ndarray) -> np.ndarray:
+        self.check_length(len(waveform))
         return waveform
 
     def _predict_waveforms(self, waveforms: list[np.ndarray]) -> list[dict]:
@@ -241,28 +249,35 @@ class EmotionPredictor:
         speech = [speech_windows(w, self.sample_rate, s, self.window, self.detector) for w, s in zip(waveforms, starts)]
         rows = itertools.chain.from_iterable(
             itertools.compress(cut(w, s, self.window), keep) for w, s, keep in zip(waveforms, starts, speech))
-        batches = [np.empty((0, len(self.classes)))]
-        while batch := list(itertools.islice(rows, self.batch_size)):
-            batches.append(self.backend(np.stack(batch)))
-        scores = np.concatenate(batches).astype(np.float64)
-        if self.temperature != 1.0:  # calibrated: softmax(log p / T), the same argmax
-            scores = probabilities_from_log(np.log(np.clip(scores, 1e-30, None)), self.temperature)
-        probabilities = iter(scores)
+        probabilities = iter(self.classify(rows))
         return [self._summary(len(waveform), file_starts, [next(probabilities) if keep else None for keep in mask])
                 for waveform, file_starts, mask in zip(waveforms, starts, speech)]
+
+    def classify(self, windows) -> np.ndarray:
+        """Class probabilities (windows, classes) of model windows (an iterable of equal-length arrays), run in
+        batches of `batch_size`, calibrated with the model's temperature: softmax(log p / T), the same argmax."""
+        windows = iter(windows)
+        batches = [np.empty((0, len(self.classes)))]
+        while batch := list(itertools.islice(windows, self.batch_size)):
+            batches.append(self.backend(np.stack(batch)))
+        scores = np.concatenate(batches).astype(np.float64)
+        if self.temperature == 1.0:
+            return scores
+        return probabilities_from_log(np.log(np.clip(scores, 1e-30, None)), self.temperature)
 
     def _summary(self, num_samples: int, starts: list[int], probabilities: list[np.ndarray | None]) -> dict:
         """Aggregate = mean of the speech windows' probabilities (no label without speech); plus one timeline
         entry per window, marked `speech: false` without a label when it holds none."""
         rate = self.sample_rate
         timeline = [{"start": start / rate, "end": min(start + self.window, num_samples) / rate,
-                     "speech": p is not None, **self._verdict(p)} for start, p in zip(starts, probabilities)]
+                     "speech": p is not None, **self.verdict(p)} for start, p in zip(starts, probabilities)]
         spoken = [p for p in probabilities if p is not None]
-        return {"duration": num_samples / rate, **self._verdict(np.mean(spoken, axis=0) if spoken else None),
+        return {"duration": num_samples / rate, **self.verdict(np.mean(spoken, axis=0) if spoken else None),
                 "no_speech": not spoken, "calibrated": self.temperature != 1.0, "temperature": self.temperature,
                 "windows": timeline}
 
-    def _verdict(self, probabilities: np.ndarray | None) -> dict:
+    def verdict(self, probabilities: np.ndarray | None) -> dict:
+        """Emotion, confidence and per-class probabilities of one probability vector (all None without one)."""
         if probabilities is None:
             return {"emotion": None, "confidence": None, "probabilities": None}
         best = int(np.argmax(probabilities))

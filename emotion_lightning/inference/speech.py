@@ -68,26 +68,38 @@ class SileroVad:
         self.session = silero_session()
 
     def frame_probabilities(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-        """One score per 32 ms frame: each frame goes in with the 64 samples before it (zeros for the first)
-        and the LSTM state is carried from block to block, as in silero_vad.sequence_vad."""
+        """One score per 32 ms frame of a whole recording (the last frame zero-padded)."""
         audio = resample(np.asarray(waveform, dtype=np.float32), sample_rate, SILERO_RATE)
         frames = -(-len(audio) // SILERO_FRAME)
-        audio = np.pad(audio, (SILERO_CONTEXT, frames * SILERO_FRAME - len(audio)))
+        return self.score(np.pad(audio, (SILERO_CONTEXT, frames * SILERO_FRAME - len(audio))))[0]
+
+    def score(self, audio: np.ndarray, state: tuple | None = None) -> tuple[np.ndarray, tuple]:
+        """Scores of the whole 32 ms frames of 16 kHz `audio` after its first SILERO_CONTEXT samples, and the LSTM
+        state after them: each frame goes in with the 64 samples before it and the state is carried from
+        block to block (and, passed back in, from call to call), as in silero_vad.sequence_vad."""
         rows = np.lib.stride_tricks.sliding_window_view(audio, SILERO_CONTEXT + SILERO_FRAME)[::SILERO_FRAME]
-        hidden = cell = np.zeros((1, 1, 128), np.float32)
-        scores = []
-        for first in range(0, frames, SILERO_BLOCK):
-            block = np.ascontiguousarray(rows[first:first + SILERO_BLOCK])
+        hidden, cell = state or (np.zeros((1, 1, 128), np.float32),) * 2
+        scores = [np.empty(0, np.float32)]
+        for first in range(0, len(rows), SILERO_BLOCK):
+            block = np.ascontiguousarray(rows[first:first + SILERO_BLOCK], dtype=np.float32)
             values, hidden, cell = self.session.run(None, {"input": block, "h": hidden, "c": cell})
-            scores.append(values)
-        return np.concatenate(scores)
+            scores.append(values.reshape(-1))
+        return np.concatenate(scores), (hidden, cell)
+
+    def frame_span(self, start_seconds: float, end_seconds: float) -> tuple[int, int]:
+        """The frames (first, last + 1) whose start time lies inside [start, end)."""
+        return (int(np.ceil(start_seconds / self.frame_seconds - 1e-9)),
+                int(np.ceil(end_seconds / self.frame_seconds - 1e-9)))
+
+    def enough_speech(self, scores: np.ndarray) -> bool:
+        """At least `min_speech_seconds` (and more than nothing) of these frames score `threshold` or more."""
+        speech = np.count_nonzero(scores >= self.threshold) * self.frame_seconds
+        return bool(speech > 0 and speech >= self.min_speech_seconds - 1e-9)
 
     def speech_in(self, scores: np.ndarray, start_seconds: float, end_seconds: float) -> bool:
         """Enough speech frames (by their start time) inside [start, end)."""
-        first = int(np.ceil(start_seconds / self.frame_seconds - 1e-9))
-        last = int(np.ceil(end_seconds / self.frame_seconds - 1e-9))
-        speech = np.count_nonzero(scores[first:last] >= self.threshold) * self.frame_seconds
-        return bool(speech > 0 and speech >= self.min_speech_seconds - 1e-9)
+        first, last = self.frame_span(start_seconds, end_seconds)
+        return self.enough_speech(scores[first:last])
 
 
 def speech_detector(vad: str, threshold: float = 0.3) -> SileroVad | None:
