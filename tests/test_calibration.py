@@ -1,9 +1,22 @@
 """Calibration metrics and temperature scaling on known probabilities."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torchmetrics.classification import MulticlassCalibrationError
+
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.inference.export import export
+from emotion_lightning.inference.predictor import EmotionPredictor
+from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.training.checkpoints import store_temperature
+from emotion_lightning.training.fit import calibrate
 
 from emotion_lightning.evaluation.calibration import (brier_score, expected_calibration_error, fit_temperature,
                                                       negative_log_likelihood, plot_reliability, probabilities,
@@ -57,3 +70,72 @@ def test_reliability_diagram_is_written(tmp_path):
     plot_reliability({"before": bin_table(probs, true), "after": bin_table(probabilities(np.log(probs), 2.0), true)},
                      path, title="fixture")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- in runs, checkpoints, exports and the predictor -----------------------------------------------------------
+def best_checkpoint(trained_checkpoint) -> tuple[Path, dict]:
+    """The fixture run's tested (best) checkpoint, which holds the fitted temperature, and its metrics.json."""
+    run_dir = trained_checkpoint.parent.parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return run_dir / metrics["tested_checkpoint"], metrics
+
+
+def test_a_trained_run_fits_its_temperature_on_validation_and_records_before_and_after(trained_checkpoint):
+    best, metrics = best_checkpoint(trained_checkpoint)
+    calibration = metrics["calibration"]
+    assert metrics["temperature_fitted_on"] == "val"
+    assert calibration["temperature"] == torch.load(best, weights_only=False)["temperature"] > 0
+    assert {metrics[f"test_{key}"] for key in ("ece", "nll", "brier")} == set(calibration["after"].values())
+    assert set(calibration["before"]) == {"ece", "nll", "brier"}
+    # predictions.csv holds the calibrated probabilities: their ECE is the recorded one, their argmax the label
+    predictions = pd.read_csv(best.parent.parent / "predictions.csv")
+    classes = metrics["classes"]
+    probs = predictions[[f"p_{name}" for name in classes]].to_numpy()
+    true = predictions["true"].map(classes.index).to_numpy()
+    assert expected_calibration_error(probs, true) == pytest.approx(metrics["test_ece"], abs=1e-4)
+    assert (np.array(classes)[probs.argmax(axis=1)] == predictions["predicted"].to_numpy()).all()
+    assert (best.parent.parent / "reliability.png").is_file()
+
+
+def test_an_export_and_its_checkpoint_give_the_same_calibrated_probabilities(trained_checkpoint, data_dir, tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    shutil.copy(best_checkpoint(trained_checkpoint)[0], checkpoint)
+    store_temperature(checkpoint, 2.5)  # far from 1, so calibrated and raw probabilities differ visibly
+    exported = export(checkpoint, "onnx")
+    files = sorted((data_dir / "ravdess" / "Actor_02").glob("*.wav"))[:4]
+    from_torch = EmotionPredictor.from_checkpoint(checkpoint, vad="none").predict_files(files)
+    from_onnx = EmotionPredictor.from_checkpoint(exported, vad="none").predict_files(files)
+    raw = EmotionPredictor.from_checkpoint(checkpoint, vad="none")
+    raw.temperature = 1.0
+    uncalibrated = raw.predict_files(files)
+    for torch_entry, onnx_entry, raw_entry in zip(from_torch, from_onnx, uncalibrated):
+        assert torch_entry["calibrated"] and onnx_entry["temperature"] == torch_entry["temperature"] == 2.5
+        assert onnx_entry["probabilities"] == pytest.approx(torch_entry["probabilities"], abs=1e-4)
+        assert torch_entry["emotion"] == raw_entry["emotion"]  # scaling never changes the label
+        assert torch_entry["confidence"] < raw_entry["confidence"]  # T > 1 softens every confident answer
+
+
+def test_a_checkpoint_written_before_calibration_loads_and_predicts_with_temperature_1(trained_checkpoint,
+                                                                                        data_dir, tmp_path):
+    checkpoint = tmp_path / "old.ckpt"
+    saved = torch.load(best_checkpoint(trained_checkpoint)[0], weights_only=False)
+    del saved["temperature"]
+    torch.save(saved, checkpoint)
+    assert EmotionClassifier.from_checkpoint(checkpoint).temperature == 1.0
+    entry = EmotionPredictor.from_checkpoint(checkpoint, vad="none").predict_file(
+        sorted((data_dir / "ravdess" / "Actor_02").glob("*.wav"))[0])
+    assert entry["emotion"] is not None and entry["calibrated"] is False and entry["temperature"] == 1.0
+
+
+class NoValidation:
+    """A trainer that must not be asked to validate."""
+
+    def validate(self, *args, **kwargs):
+        raise AssertionError("validated although calibration is off")
+
+
+def test_calibration_none_fits_nothing_and_an_unknown_method_is_named():
+    assert calibrate(OmegaConf.create({"calibration": "none"}), NoValidation(), None, None, "best.ckpt") is None
+    assert calibrate(OmegaConf.create({"calibration": "temperature"}), NoValidation(), None, None, "") is None
+    with pytest.raises(SettingError, match="calibration='platt'; use one of temperature, none"):
+        calibrate(OmegaConf.create({"calibration": "platt"}), NoValidation(), None, None, "best.ckpt")
