@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.identity import POOLED, describe_differences, differences, result_settings
-from emotion_lightning.evaluation.test_results import predictions_table, reliability_tables, save_report, test_report
+from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.build import build_datamodule
 from emotion_lightning.training.commands import check_command_line, command
@@ -150,8 +150,7 @@ def evaluate(cfg: DictConfig) -> dict:
         trained_on={"data": trained["data"].get("include") or sorted(trained["data"]["corpora"]),
                     "split": trained_choices.get("split"), "seed": trained.get("seed")})
     if rank_zero():
-        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule),
-                    reliability_tables(model, datamodule))
+        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
     return report
 
 

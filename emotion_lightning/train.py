@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import SettingError, UsageError
-from emotion_lightning.evaluation.test_results import predictions_table, reliability_tables, save_report, test_report
+from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
 from emotion_lightning.training.commands import check_command_line, command
@@ -46,8 +46,7 @@ def train(cfg: DictConfig) -> dict:
         fit_facts = fit_and_test_lightning(cfg, model, datamodule, loggers, resume_from)
     report = run_record(cfg, test_report(model, datamodule), model, datamodule, **fit_facts)
     if rank_zero():  # every rank holds the same gathered results; one writes them
-        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule),
-                    reliability_tables(model, datamodule))
+        save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
         log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 

@@ -12,6 +12,8 @@ from omegaconf import OmegaConf
 from torchmetrics.classification import MulticlassCalibrationError
 
 from emotion_lightning.data.errors import SettingError
+from emotion_lightning.evaluation.aggregate import aggregate, read_runs
+from emotion_lightning.evaluation.report import build_report, pooled_reliability
 from emotion_lightning.inference.export import export
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.models.module import EmotionClassifier
@@ -139,3 +141,22 @@ def test_calibration_none_fits_nothing_and_an_unknown_method_is_named():
     assert calibrate(OmegaConf.create({"calibration": "temperature"}), NoValidation(), None, None, "") is None
     with pytest.raises(SettingError, match="calibration='platt'; use one of temperature, none"):
         calibrate(OmegaConf.create({"calibration": "platt"}), NoValidation(), None, None, "best.ckpt")
+
+
+def test_aggregate_and_report_pool_calibration_over_runs(trained_checkpoint, tmp_path):
+    run_dir = trained_checkpoint.parent.parent
+    record = json.loads((run_dir / "metrics.json").read_text())
+    for job, ece in (("0_run", 0.1), ("1_run", 0.3)):
+        (tmp_path / "sweep" / job).mkdir(parents=True)
+        (tmp_path / "sweep" / job / "metrics.json").write_text(json.dumps({**record, "test_ece": ece}))
+    summary = aggregate(read_runs(tmp_path / "sweep"))
+    assert len(summary) == 1 and summary[0]["test_ece"]["mean"] == pytest.approx(0.2)
+    tables = build_report(tmp_path / "sweep", tmp_path / "report")
+    assert tables["summary"]["test_ece_mean"].iloc[0] == pytest.approx(0.2)
+    assert (tmp_path / "report" / "figures" / "reliability_00.png").is_file()
+    assert "Calibration" in (tmp_path / "report" / "report.md").read_text()
+    pooled = pooled_reliability(read_runs(tmp_path / "sweep"), {str(tmp_path / "sweep" / job): record
+                                                                for job in ("0_run", "1_run")})
+    (kinds,) = pooled.values()
+    for kind, table in kinds.items():
+        assert sum(row["clips"] for row in table) == 2 * record["tested_clips"], kind

@@ -60,9 +60,11 @@ def doc_commands() -> list[tuple[str, str]]:
     for page in DOCS:
         text = page.read_text()
         snippets = []
-        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
-            snippets += block.replace("\\\n", " ").splitlines()
-        snippets += re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+        for language, block in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S):
+            if language in ("", "bash", "sh", "console"):
+                snippets += block.replace("\\\n", " ").splitlines()
+        prose = re.sub(r"```.*?```", "", text, flags=re.S).replace("\n", " ")  # code spans may wrap lines
+        snippets += re.findall(r"(?<!`)`([^`]+)`(?!`)", prose)
         for snippet in snippets:
             for part in snippet.split("&&"):
                 part = part.split(" # ")[0].strip()
@@ -133,7 +135,7 @@ def test_the_leaderboard_pages_and_chart_are_rendered_from_its_file():
     csv_path = ROOT / "docs/results/leaderboard.csv"
     stale = stale_files(csv_path, ROOT / "docs/results/leaderboard.md", ROOT / "README.md",
                         ROOT / "docs/results/leaderboard.png")
-    assert not stale, f"{stale} differ from leaderboard.csv: run `python -m emotion_lightning.leaderboard`"
+    assert not stale, f"{stale} differ from leaderboard.csv: run `emotion-lightning leaderboard`"
     assert chart_metadata(ROOT / "docs/results/leaderboard.png") == chart_data(read_rows(csv_path))
 
 

@@ -43,7 +43,7 @@ def stand_in_predictor(vad: str = "silero") -> EmotionPredictor:
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(stand_in_predictor(), stream=SETTINGS)) as http:
+    with TestClient(create_app(stand_in_predictor(), stream=SETTINGS), base_url="http://127.0.0.1") as http:
         yield http
 
 
@@ -64,7 +64,7 @@ def events_until_close(websocket) -> tuple[list[dict], int]:
 
 
 def stream(client, header: dict, frames, end: bool = True) -> tuple[list[dict], int]:
-    with client.websocket_connect("/stream") as websocket:
+    with client.websocket_connect("ws://127.0.0.1/stream") as websocket:
         websocket.send_text(json.dumps(header))
         for frame in frames:
             websocket.send_bytes(frame)
@@ -113,7 +113,7 @@ def test_a_real_ravdess_clip_streamed_equals_predict_with_the_resnet(shared_ravd
     predictor = resnet_predictor()  # the default ResNet, random weights
     clip = sorted(shared_ravdess.rglob("03-01-05-02-*.flac"))[0]  # angry, strong
     waveform = load(clip, RATE)
-    with TestClient(create_app(predictor, stream=SETTINGS)) as http:
+    with TestClient(create_app(predictor, stream=SETTINGS), base_url="http://127.0.0.1") as http:
         events, code = stream(http, {"sample_rate": RATE}, float32_frames(waveform, seed=3))
     assert code == 1000 and len(events) >= 3
     assert_same_windows(events, predictor.predict_file(clip))
@@ -130,7 +130,7 @@ def test_silence_gives_no_speech_events(client):
 
 def test_events_arrive_while_streaming_with_a_smoothed_estimate(client):
     audio = speech_like(5.0, seed=4)
-    with client.websocket_connect("/stream") as websocket:
+    with client.websocket_connect("ws://127.0.0.1/stream") as websocket:
         websocket.send_text(json.dumps({"sample_rate": RATE, "hop_seconds": 1.0}))
         for first in range(0, 4 * RATE, 512):  # four seconds: the windows at 0 and 1 s are whole
             websocket.send_bytes(audio[first:first + 512].tobytes())
@@ -156,7 +156,7 @@ def test_events_arrive_while_streaming_with_a_smoothed_estimate(client):
     (b"\x00\x00\x00\x00", UNSUPPORTED, "open the stream with a JSON header"),
 ])
 def test_a_bad_header_ends_with_a_json_error_and_a_close_code(client, first_message, code, words):
-    with client.websocket_connect("/stream") as websocket:
+    with client.websocket_connect("ws://127.0.0.1/stream") as websocket:
         if isinstance(first_message, bytes):
             websocket.send_bytes(first_message)
         else:
@@ -187,7 +187,7 @@ def test_an_over_long_stream_ends_with_1008(client):
 
 
 def test_a_text_message_other_than_end_ends_with_1003(client):
-    with client.websocket_connect("/stream") as websocket:
+    with client.websocket_connect("ws://127.0.0.1/stream") as websocket:
         websocket.send_text(json.dumps({"sample_rate": RATE}))
         websocket.send_text("stop")
         events, code = events_until_close(websocket)
@@ -197,7 +197,7 @@ def test_a_text_message_other_than_end_ends_with_1003(client):
 def test_concurrent_streams_each_get_their_own_events(client):
     audios = [speech_like(3.6 + k, seed=10 + k) for k in range(3)]
     expected = [stand_in_predictor().predict_array(audio, RATE) for audio in audios]
-    sockets = [client.websocket_connect("/stream").__enter__() for _ in audios]
+    sockets = [client.websocket_connect("ws://127.0.0.1/stream").__enter__() for _ in audios]
     try:
         for websocket in sockets:
             websocket.send_text(json.dumps({"sample_rate": RATE}))
@@ -218,13 +218,13 @@ def test_concurrent_streams_each_get_their_own_events(client):
 
 
 def test_a_stream_over_max_streams_is_refused_with_1013(client):
-    sockets = [client.websocket_connect("/stream").__enter__() for _ in range(SETTINGS.max_streams)]
+    sockets = [client.websocket_connect("ws://127.0.0.1/stream").__enter__() for _ in range(SETTINGS.max_streams)]
     try:
         for websocket in sockets:
             websocket.send_text(json.dumps({"sample_rate": RATE}))
             websocket.send_bytes(np.zeros(512, "<f4").tobytes())
         time.sleep(0.2)
-        with client.websocket_connect("/stream") as refused:
+        with client.websocket_connect("ws://127.0.0.1/stream") as refused:
             events, code = events_until_close(refused)
         assert code == TRY_LATER and "max_streams" in events[0]["error"]
     finally:
@@ -236,8 +236,9 @@ def test_a_stream_over_max_streams_is_refused_with_1013(client):
 
 def test_a_silent_client_is_ended_after_max_idle_seconds():
     settings = StreamSettings(max_idle_seconds=0.3)
-    with TestClient(create_app(stand_in_predictor(vad="none"), stream=settings)) as http:
-        with http.websocket_connect("/stream") as websocket:
+    app = create_app(stand_in_predictor(vad="none"), stream=settings)
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        with http.websocket_connect("ws://127.0.0.1/stream") as websocket:
             websocket.send_text(json.dumps({"sample_rate": RATE}))
             events, code = events_until_close(websocket)
     assert code == POLICY and "max_idle_seconds=0.3" in events[0]["error"]

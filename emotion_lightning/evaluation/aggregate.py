@@ -28,6 +28,9 @@ from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
 METRICS = ("test_ua", "test_wa", "test_macro_f1")
+# Calibration of the reported probabilities (after temperature scaling): absent from runs of models that give no
+# probabilities and from runs written before it was measured, so pooled over the runs that have it.
+CALIBRATION_METRICS = ("test_ece", "test_nll", "test_brier")
 GROUP_BY = ["model", "augment", "data", "split", "condition"]
 # Runs written before conditions existed were trained without augmentation and tested clean.
 DEFAULTS = {"augment": "none", "condition": "clean"}
@@ -57,7 +60,8 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
         row = {
             "run_dir": str(path.parent),
             **{key: metrics.get(key, DEFAULTS.get(key))
-               for key in GROUP_BY + list(METRICS) + ["seed", "params", "train_seconds", "snr_db", "best_val_ua"]},
+               for key in GROUP_BY + list(METRICS + CALIBRATION_METRICS)
+               + ["seed", "params", "train_seconds", "snr_db", "best_val_ua"]},
             "kind": "eval" if "ckpt_path" in metrics else "train",
             "seen_test_clips": metrics.get("seen_test_clips") or 0,
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
@@ -152,12 +156,19 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
                  "train_seconds": float(seconds.mean()) if len(seconds) else None,
                  "val_ua": float(val_ua.mean()) if len(val_ua) else None}
         for metric in METRICS:
-            values = group[metric].astype(float).to_numpy()
-            several = len(values) > 1
-            entry[metric] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if several else None,
-                             "ci95": list(bootstrap_ci(values)) if several else None, "values": values.tolist()}
+            entry[metric] = statistics(group[metric].astype(float).to_numpy())
+        for metric in CALIBRATION_METRICS:
+            values = group[metric].dropna().astype(float).to_numpy()
+            entry[metric] = statistics(values) if len(values) else None
         summary.append(entry)
     return summary
+
+
+def statistics(values: np.ndarray) -> dict:
+    """Mean, and sd and 95% bootstrap CI when there is more than one value."""
+    several = len(values) > 1
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if several else None,
+            "ci95": list(bootstrap_ci(values)) if several else None, "values": values.tolist()}
 
 
 def format_stat(stats: dict, interval: bool = True) -> str:
@@ -169,7 +180,8 @@ def format_stat(stats: dict, interval: bool = True) -> str:
 
 
 LEADERBOARD_COLUMNS = ["model", "augment", "data", "split", "condition", "settings", "params", "runs",
-                       "val UA mean", "UA mean ± sd [95% CI]", "WA mean ± sd", "macro-F1 mean ± sd", "train time"]
+                       "val UA mean", "UA mean ± sd [95% CI]", "WA mean ± sd", "macro-F1 mean ± sd", "ECE mean ± sd",
+                       "train time"]
 
 
 def leaderboard(summary: list[dict]) -> pd.DataFrame:
@@ -182,7 +194,9 @@ def leaderboard(summary: list[dict]) -> pd.DataFrame:
         rows.append(dict(zip(LEADERBOARD_COLUMNS, [
             entry["model"], entry["augment"], entry["data"], entry["split"], entry["condition"], settings,
             f"{entry['params']:,}" if entry["params"] is not None else "", str(entry["runs"]),
-            f"{entry['val_ua']:.3f}" if entry["val_ua"] is not None else "", format_stat(ua), format_stat(wa, interval=False), format_stat(f1, interval=False),
+            f"{entry['val_ua']:.3f}" if entry["val_ua"] is not None else "", format_stat(ua),
+            format_stat(wa, interval=False), format_stat(f1, interval=False),
+            format_stat(entry["test_ece"], interval=False) if entry.get("test_ece") else "",
             f"{entry['train_seconds']:.0f} s" if entry["train_seconds"] is not None else ""])))
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 

@@ -22,7 +22,7 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 
 COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
-           "test_ua_ci_high", "fit_seconds", "hardware", "headline", "command", "notes"]
+           "test_ua_ci_high", "test_ece", "test_ece_sd", "fit_seconds", "hardware", "headline", "command", "notes"]
 CHART_KEY = "leaderboard"  # the PNG text chunk holding the chart's data, so a test can compare it with the CSV
 
 
@@ -65,19 +65,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|") if text else "–"
 
 
+def _ece_text(row: dict) -> str:
+    """ECE after temperature scaling, mean ± sd over the runs (blank for rows measured before it was recorded)."""
+    return f"{float(row['test_ece']):.3f} ± {float(row['test_ece_sd']):.3f}" if row["test_ece"] else "–"
+
+
 def _fit_text(row: dict) -> str:
     return f"{float(row['fit_seconds']):,.0f} s" if row["fit_seconds"] else ""
 
 
 def render_table(rows: list[dict]) -> str:
-    lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] "
+    lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] | test ECE "
              "| fit per run (2-core x86 CPU) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rank, row in enumerate(rows, start=1):
         lines.append("| " + " | ".join([
             str(rank), f"`{row['name']}`", f"`{row['settings']}`" if row["settings"] else "–", _cell(row["model"]),
             f"{int(row['params']):,}" if row["params"] else "–", row["runs"],
-            f"{float(row['val_ua']):.3f}" if row["val_ua"] else "–", stat_text(row), _cell(_fit_text(row))]) + " |")
+            f"{float(row['val_ua']):.3f}" if row["val_ua"] else "–", stat_text(row), _ece_text(row),
+            _cell(_fit_text(row))]) + " |")
     return "\n".join(lines)
 
 
@@ -183,7 +189,7 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
         raise SettingError(f"{folder} holds {len(summary)} configurations ({labels}); a leaderboard row is one "
                            "configuration: give the folder of one sweep")
     entry = summary[0]
-    ua = entry["test_ua"]
+    ua, ece = entry["test_ua"], entry.get("test_ece")
     if ua["sd"] is None:
         raise SettingError(f"{folder} holds one run; a leaderboard row is a mean over folds or seeds")
     return {"name": name, "settings": entry["settings"], "model": model or entry["model"],
@@ -191,6 +197,7 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
             "val_ua": f"{entry['val_ua']:.4f}" if entry["val_ua"] is not None else "",
             "test_ua": f"{ua['mean']:.4f}", "test_ua_sd": f"{ua['sd']:.4f}", "test_ua_ci_low": f"{ua['ci95'][0]:.4f}",
             "test_ua_ci_high": f"{ua['ci95'][1]:.4f}",
+            "test_ece": f"{ece['mean']:.4f}" if ece else "", "test_ece_sd": f"{ece['sd']:.4f}" if ece and ece["sd"] else "",
             "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
             "hardware": hardware, "headline": "", "command": command, "notes": notes}
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from emotion_lightning.data.errors import MissingFileError
 from emotion_lightning.evaluation import aggregate
+from emotion_lightning.evaluation.calibration import plot_reliability
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.evaluation.unfinished import read_unfinished
 from emotion_lightning.evaluation.paired import comparison_table, paired_comparisons
@@ -85,8 +86,8 @@ def summary_table(summary: list[dict]) -> pd.DataFrame:
     rows = []
     for entry in summary:
         row = {key: entry[key] for key in (*aggregate.GROUP_BY, "kind", "settings", "runs", "params", "train_seconds")}
-        for metric in aggregate.METRICS:
-            stats = entry[metric]
+        for metric in (*aggregate.METRICS, *aggregate.CALIBRATION_METRICS):
+            stats = entry.get(metric) or {"mean": None, "sd": None, "ci95": None}
             low, high = stats["ci95"] or (None, None)
             row |= {f"{metric}_mean": stats["mean"], f"{metric}_sd": stats["sd"],
                     f"{metric}_ci_low": low, f"{metric}_ci_high": high}
@@ -115,6 +116,29 @@ def per_dataset(runs: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame | 
             rows.append({"configuration": label, **{f"{c} WA": s["wa"] for c, s in corpora.items()},
                          **{f"{c} UA": s["ua"] for c, s in corpora.items()}})
     return pd.DataFrame(rows).groupby("configuration", sort=True).mean() if rows else None
+
+
+def pooled_reliability(runs: pd.DataFrame, metrics: dict[str, dict]) -> dict[str, dict[str, list[dict]]]:
+    """Each configuration's confidence bins pooled over its runs (clips added, confidence and accuracy weighted
+    by clips), per kind of probabilities (`before scaling`, `after scaling`, ...); runs without bins left out."""
+    pooled: dict[str, dict[str, list[dict]]] = {}
+    for label, run_dir in zip(runs["configuration"], runs["run_dir"]):
+        for kind, table in (metrics[run_dir].get("reliability") or {}).items():
+            sums = pooled.setdefault(label, {}).setdefault(kind, [
+                {"low": row["low"], "high": row["high"], "clips": 0, "confidence": 0.0, "accuracy": 0.0}
+                for row in table])
+            for total, row in zip(sums, table):
+                if row["clips"]:
+                    total["clips"] += row["clips"]
+                    total["confidence"] += row["clips"] * row["confidence"]
+                    total["accuracy"] += row["clips"] * row["accuracy"]
+    for kinds in pooled.values():
+        for table in kinds.values():
+            for row in table:
+                clips = row["clips"]
+                row["confidence"], row["accuracy"] = ((row["confidence"] / clips, row["accuracy"] / clips) if clips
+                                                      else (None, None))
+    return pooled
 
 
 def summed_confusions(runs: pd.DataFrame, metrics: dict[str, dict]) -> dict[str, tuple[np.ndarray, list[str]]]:
@@ -236,6 +260,7 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
                               + embedded_image(_figure(out, "per_emotion_f1", plot_grouped_bars,
                                                        tables["per_emotion_f1"], "test F1"))))
         html_sections += _condition_sections(runs, out, tables, markdown_parts)
+        html_sections += _calibration_sections(runs, metrics, out, markdown_parts)
         html_sections += _learning_curve_sections(runs, out, jobs)
         tables["speakers"] = held_out_speakers(runs, metrics, jobs)
         markdown_parts += ["## Held-out speakers per run (UA on each)\n", aggregate.markdown_frame(tables["speakers"])]
@@ -290,6 +315,24 @@ def _ua_chart(out: Path, summary: list[dict]) -> Path:
     plot_ua_intervals(labels, [s["mean"] for s in ua], [(s["ci95"] or [s["mean"]])[0] for s in ua],
                       [(s["ci95"] or [s["mean"]])[-1] for s in ua], path, title=f"all on {shared}" if shared else "")
     return path
+
+
+def _calibration_sections(runs: pd.DataFrame, metrics: dict, out: Path, markdown_parts: list) -> list:
+    """Reliability diagrams per configuration (its runs' test clips pooled), before and after temperature scaling."""
+    pooled = pooled_reliability(runs, metrics)
+    if not pooled:
+        return []
+    images, lines = [], []
+    for index, (label, tables) in enumerate(pooled.items()):
+        path = out / "figures" / f"reliability_{index:02d}.png"
+        plot_reliability(tables, path, title=textwrap.fill(label, 60))
+        images.append(embedded_image(path, "cm"))
+        lines.append(f"- {label}: `figures/{path.name}`")
+    heading = "Calibration: accuracy against confidence (test clips of each configuration's runs pooled)"
+    text = ("ECE is the clip-weighted gap between the diagonal and the points; the leaderboard's ECE column is its "
+            "mean over runs, after temperature scaling.")
+    markdown_parts += [f"## {heading}\n", text + "\n", "\n".join(lines) + "\n"]
+    return [(heading, note(text) + "".join(images))]
 
 
 def _confusion_figure(out: Path, index: int, label: str, confusion: np.ndarray, classes: list[str]) -> Path:

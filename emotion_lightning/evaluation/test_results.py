@@ -72,6 +72,9 @@ def test_report(model, datamodule) -> dict:
     report["tested_clips"] = len(tested[1])
     report["breakdowns"] = breakdowns(*tested, results["predicted"], model.classes)
     report |= calibration_report(results, tested[1])
+    reliability = reliability_tables(model, datamodule)
+    if reliability:
+        report["reliability"] = reliability
     return report
 
 
@@ -88,8 +91,8 @@ def calibration_report(results: dict, true: np.ndarray) -> dict:
 
 
 def reliability_tables(model, datamodule) -> dict[str, list[dict]] | None:
-    """Confidence bins of the test probabilities, before and after temperature scaling (after only when the
-    model has no temperature of its own)."""
+    """Confidence bins of the test probabilities (metrics.json's `reliability`), before and after temperature
+    scaling; one table for a model without a temperature."""
     results = model.test_results
     if results.get("reliability"):
         return results["reliability"]
@@ -98,17 +101,16 @@ def reliability_tables(model, datamodule) -> dict[str, list[dict]] | None:
     return {"as given": bin_table(results["probabilities"], tested_rows(model, datamodule)[1])}
 
 
-def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame,
-                reliability: dict[str, list[dict]] | None = None) -> None:
+def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame) -> None:
     """metrics.json, confusion_matrix.png, reliability.png and predictions.csv in the run dir (each written whole
     or not at all). metrics.json goes last: its presence marks a finished run."""
     write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
     title = f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
             f"UA {report['test_ua']:.3f}"
     plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png", title)
-    if reliability:
+    if report.get("reliability"):
         temperature = (report.get("calibration") or {}).get("temperature")
-        plot_reliability(reliability, run_dir / "reliability.png",
+        plot_reliability(report["reliability"], run_dir / "reliability.png",
                          title + (f", temperature {temperature:.2f}" if temperature else ""))
     write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
     log.info("test UA %.4f, WA %.4f, macro-F1 %.4f -> %s", report["test_ua"], report["test_wa"],

@@ -154,7 +154,7 @@ class EmotionClassifier(L.LightningModule):
                                              "before": calibration_scores(raw, true) if len(true) else None,
                                              "after": calibration_scores(calibrated, true) if len(true) else None},
                              "reliability": {"before scaling": bin_table(raw, true),
-                                             f"after (temperature {self.temperature:.2f})": bin_table(calibrated, true)}
+                                             "after scaling": bin_table(calibrated, true)}
                              if self.temperature != 1.0 else {"as trained": bin_table(raw, true)}}
 
     def scored_clips(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
