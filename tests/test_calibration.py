@@ -97,6 +97,7 @@ def test_a_trained_run_fits_its_temperature_on_validation_and_records_before_and
     assert expected_calibration_error(probs, true) == pytest.approx(metrics["test_ece"], abs=1e-4)
     assert (np.array(classes)[probs.argmax(axis=1)] == predictions["predicted"].to_numpy()).all()
     assert (best.parent.parent / "reliability.png").is_file()
+    assert (best.parent / "best.ckpt").resolve() == best.resolve()  # the one file name commands can be given
 
 
 def test_an_export_and_its_checkpoint_give_the_same_calibrated_probabilities(trained_checkpoint, data_dir, tmp_path):

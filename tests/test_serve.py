@@ -1,19 +1,17 @@
 """The HTTP service on a real socket (uvicorn in a thread) with a real HTTP client (httpx)."""
 
 import io
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 
 import emotion_lightning.data.audio as audio
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.inference.app import create_app
 from tests.helpers.audio import tone
+from tests.helpers.server import running_server
 
 MAX_UPLOAD_MB, MAX_SECONDS = 0.5, 10
 
@@ -22,18 +20,8 @@ MAX_UPLOAD_MB, MAX_SECONDS = 0.5, 10
 def client(trained_checkpoint):
     # vad=none: the uploads are the fixture model's steady tones, which a voice-activity detector calls no speech
     app = create_app(EmotionPredictor.from_checkpoint(trained_checkpoint, vad="none"), MAX_UPLOAD_MB, MAX_SECONDS)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+    with running_server(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         yield http
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def encoded(seconds: float, rate: int = 16000, channels: int = 1, fmt: str = "WAV", subtype: str | None = None):

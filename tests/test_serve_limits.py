@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 from fastapi.testclient import TestClient
 
 import emotion_lightning.data.audio as audio
@@ -26,6 +24,7 @@ from emotion_lightning.data.audio import AudioError, DecodeLimits, load
 from emotion_lightning.inference.app import create_app
 from tests.test_inference_inputs import RATE, make_predictor
 from tests.helpers.audio import speech_like
+from tests.helpers.server import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = "http://127.0.0.1"
@@ -238,28 +237,19 @@ def test_connections_beyond_limit_concurrency_get_503():
     from emotion_lightning.serve import server_options
 
     options = {**server_options(compose_serve(["limit_concurrency=2"])), "port": 0}
-    server = uvicorn.Server(uvicorn.Config(create_app(make_predictor(vad="none")), log_level="warning", **options))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     slow = []
-    try:
+    with running_server(create_app(make_predictor(vad="none")), **options) as port:
         for _ in range(2):  # uploads that never finish: the first is served, the second already gets 503
             connection = socket.create_connection(("127.0.0.1", port))
             connection.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
                                b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x")
             slow.append(connection)
             time.sleep(0.5)  # its request is under way before the next connection opens
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 503
-    finally:
-        for connection in slow:
-            connection.close()
-        server.should_exit = True
-        thread.join(timeout=10)
+        try:
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 503
+        finally:
+            for connection in slow:
+                connection.close()
 
 
 # 4. ffmpeg: forced format, local files only, bounded length and time -----------------------------------------

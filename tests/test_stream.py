@@ -3,7 +3,6 @@ in a real browser (headless Chromium with a fake microphone)."""
 
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from emotion_lightning.inference.stream import (BAD_DATA, POLICY, TOO_BIG, TRY_L
                                                 StreamError, StreamSettings)
 from tests.conftest import SHARED_DATA
 from tests.helpers.audio import speech_like
+from tests.helpers.server import running_server
 
 RATE = 16000
 SETTINGS = StreamSettings(max_frame_bytes=64 * 1024, max_stream_seconds=20, max_streams=3, max_idle_seconds=5)
@@ -308,19 +308,8 @@ def test_the_page_and_its_scripts_are_served_and_load_nothing_from_elsewhere(cli
 @pytest.fixture(scope="module")
 def service():
     """The app on a real socket (uvicorn in a thread): its ws:// URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(stand_in_predictor(), stream=SETTINGS), host="127.0.0.1",
-                                           port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(stand_in_predictor(), stream=SETTINGS)) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_the_stream_command_sends_a_file_to_a_service(service, tmp_path, capsys):

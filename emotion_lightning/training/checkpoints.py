@@ -1,5 +1,6 @@
 """Checkpoints that survive a killed process (whole files only), and which one a run resumes from."""
 
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +23,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.swept = True
         with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
+
+
+BEST_LINK = "best.ckpt"  # in a run's checkpoints/: the checkpoint its test scored, with its calibration
+
+
+def link_best(best_path: str | Path) -> Path:
+    """`checkpoints/best.ckpt`, a relative symbolic link to the tested checkpoint, so commands that take a
+    checkpoint can name one file whatever epoch won (replaced through a temporary link and a rename)."""
+    best_path = Path(best_path)
+    link = best_path.parent / BEST_LINK
+    temporary = best_path.parent / f".{BEST_LINK}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(best_path.name)
+    temporary.replace(link)
+    return link
 
 
 def store_temperature(path: str | Path, temperature: float) -> None:

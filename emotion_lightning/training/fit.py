@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.calibration import fit_temperature
 from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings
-from emotion_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint, store_temperature
+from emotion_lightning.training.checkpoints import (AtomicCheckpointIO, link_best, resume_checkpoint,
+                                                     store_temperature)
 from emotion_lightning.training.distributed import check_can_launch, wait_for_other_ranks
 from emotion_lightning.training.run_facts import config_choices, resolved_config
 
@@ -144,6 +145,8 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     if model.trainable and not best_path:
         log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
     temperature = calibrate(cfg, trainer, model, datamodule, best_path) if model.trainable else None
+    if best_path and trainer.is_global_zero:
+        link_best(best_path)
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
     wait_for_other_ranks(trainer)
     best_score = checkpoint.best_model_score if best_path else None
