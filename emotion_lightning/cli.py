@@ -28,7 +28,7 @@ def usage() -> str:
             "the same command.\nExamples:\n"
             "  emotion-lightning download ravdess\n"
             "  emotion-lightning train model=resnet split=speaker_independent seed=1\n"
-            "  emotion-lightning predict ckpt=outputs/runs/<run>/checkpoints/last.ckpt audio=clip.wav\n")
+            "  emotion-lightning predict ckpt=outputs/runs/<run>/checkpoints/best.ckpt audio=clip.wav\n")
 
 
 def main(argv: list[str] | None = None) -> None:

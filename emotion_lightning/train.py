@@ -1,6 +1,7 @@
 """Train a model and test its best checkpoint: `python -m emotion_lightning.train [overrides]`."""
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -36,6 +37,9 @@ def train(cfg: DictConfig) -> dict:
         return finished
     # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
     L.seed_everything(cfg.seed + process_rank(), workers=True)
+    # ... but one shuffle for all: Lightning seeds its DistributedSampler from PL_GLOBAL_SEED, and ranks shuffling
+    # differently would take overlapping shards (some training clips twice an epoch, others never)
+    os.environ["PL_GLOBAL_SEED"] = str(cfg.seed)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     use_feature_cache(cfg, model, datamodule)

@@ -13,16 +13,19 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import aggregate, read_runs
+from emotion_lightning.evaluation.identity import differences, result_settings
+from emotion_lightning.evaluation.leaderboard import _ece_text
 from emotion_lightning.evaluation.report import build_report, pooled_reliability
 from emotion_lightning.inference.export import export
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.training.checkpoints import store_temperature
 from emotion_lightning.training.fit import calibrate
+from tests.helpers.audio import speech_like
 
 from emotion_lightning.evaluation.calibration import (brier_score, expected_calibration_error, fit_temperature,
                                                       negative_log_likelihood, plot_reliability, probabilities,
-                                                      bin_table)
+                                                      probabilities_from_log, bin_table)
 
 
 def test_ece_nll_and_brier_match_a_computation_by_hand():
@@ -161,3 +164,41 @@ def test_aggregate_and_report_pool_calibration_over_runs(trained_checkpoint, tmp
     (kinds,) = pooled.values()
     for kind, table in kinds.items():
         assert sum(row["clips"] for row in table) == 2 * record["tested_clips"], kind
+
+
+class FixedWindows:
+    """A model whose windows answer, in turn, the given probabilities of classes a and b."""
+
+    def __init__(self, answers):
+        self.answers = iter(answers)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        return np.array([next(self.answers) for _ in windows], dtype=np.float32)
+
+
+def test_a_file_s_label_does_not_depend_on_the_temperature_however_many_windows():
+    # One very sure window for a and two fairly sure for b: the mean as trained says b. Scaling each window before
+    # the mean would say a at T=3; the predictor scales the mean, as a run's test scales its crops' mean.
+    answers = [[0.999, 0.001], [0.2, 0.8], [0.2, 0.8]]
+    audio = speech_like(3.0)
+    for temperature in (1.0, 3.0, 0.3):
+        predictor = EmotionPredictor(FixedWindows(answers), ["a", "b"], 16000, window_seconds=1.0, hop_seconds=1.0,
+                                     vad="none", temperature=temperature)
+        entry = predictor.predict_array(audio, 16000)
+        assert len(entry["windows"]) == 3 and entry["emotion"] == "b", temperature
+        assert [window["emotion"] for window in entry["windows"]] == ["a", "b", "b"]
+        expected = probabilities_from_log(np.log(np.mean(answers, axis=0))[None], temperature)[0]
+        assert entry["probabilities"]["b"] == pytest.approx(expected[1], abs=1e-6)
+
+
+def test_runs_from_before_calibration_pool_and_resume_with_calibrated_ones():
+    old = {"model": {"name": "resnet"}, "seed": 0}
+    assert differences(result_settings({**old, "calibration": "temperature"}), result_settings(old)) == []
+    assert differences(result_settings({**old, "calibration": "none"}), result_settings(old)) != []
+
+
+def test_the_leaderboard_shows_an_ece_without_a_spread():
+    row = {"test_ece": "0.0412", "test_ece_sd": ""}
+    assert _ece_text(row) == "0.041"
+    assert _ece_text({"test_ece": "0.0412", "test_ece_sd": "0.0100"}) == "0.041 ± 0.010"
+    assert _ece_text({"test_ece": "", "test_ece_sd": ""}) == "–"

@@ -664,6 +664,18 @@ def test_a_failed_unpack_leaves_nothing_behind(tmp_path):
     assert archive.exists()  # the user's own copy stays
 
 
+def test_a_zip_given_where_the_download_lands_is_never_deleted(tmp_path):
+    # the user's copy already sits at DATA_DIR/ravdess/<archive>: a failed unpack and a good one both keep it
+    archive = ravdess_zip(tmp_path / "data" / "ravdess" / "Audio_Speech_Actors_01-24.zip",
+                          dict(list(clips().items())[:5]))
+    with pytest.raises(dl.DownloadError, match="holds 5 clips"):
+        install_local(archive, tmp_path / "data")
+    assert archive.exists()
+    ravdess_zip(archive, clips())
+    install_local(archive, tmp_path / "data")
+    assert archive.exists()
+
+
 def test_a_file_where_the_corpus_folder_goes_is_one_clear_error(tmp_path):
     (tmp_path / "ravdess").write_text("not a folder")
     archive = ravdess_zip(tmp_path / "mirror" / "Audio_Speech_Actors_01-24.zip", clips())

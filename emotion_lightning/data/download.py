@@ -625,15 +625,19 @@ class Ravdess:
         zip_path = fetch(url, root / self.archive, checksum, size=size, retries=retries, backoff=backoff,
                          timeout=timeout, progress=progress, manual=manual_steps("ravdess", root))
         target = root / PurePosixPath(self.archive).stem
+        # the user's own zip, given where the download would land, is theirs: never deleted
+        own_copy = bool(self.archive_url) and Path(str(self.archive_url).removeprefix("file://")).resolve() == \
+            zip_path.resolve()
         try:
             files = self.unpack(zip_path, data_dir, target)
         except Exception:  # nothing of a failed unpack stays: not the zip, not an empty corpus folder
-            zip_path.unlink(missing_ok=True)
+            if not (own_copy or self.keep_archive):
+                zip_path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 root.rmdir()
             raise
         count = _finish(self.name, root, self.record_url or url, files, self.expected)
-        if not self.keep_archive:
+        if not (own_copy or self.keep_archive):
             zip_path.unlink()
         return count
 

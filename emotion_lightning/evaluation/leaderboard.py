@@ -67,7 +67,9 @@ def _cell(text: str) -> str:
 
 def _ece_text(row: dict) -> str:
     """ECE after temperature scaling, mean ± sd over the runs (blank for rows measured before it was recorded)."""
-    return f"{float(row['test_ece']):.3f} ± {float(row['test_ece_sd']):.3f}" if row["test_ece"] else "–"
+    if not row["test_ece"]:
+        return "–"
+    return f"{float(row['test_ece']):.3f}" + (f" ± {float(row['test_ece_sd']):.3f}" if row["test_ece_sd"] else "")
 
 
 def _fit_text(row: dict) -> str:
@@ -197,7 +199,7 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
             "val_ua": f"{entry['val_ua']:.4f}" if entry["val_ua"] is not None else "",
             "test_ua": f"{ua['mean']:.4f}", "test_ua_sd": f"{ua['sd']:.4f}", "test_ua_ci_low": f"{ua['ci95'][0]:.4f}",
             "test_ua_ci_high": f"{ua['ci95'][1]:.4f}",
-            "test_ece": f"{ece['mean']:.4f}" if ece else "", "test_ece_sd": f"{ece['sd']:.4f}" if ece and ece["sd"] else "",
+            "test_ece": f"{ece['mean']:.4f}" if ece else "", "test_ece_sd": f"{ece['sd']:.4f}" if ece and ece["sd"] is not None else "",
             "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
             "hardware": hardware, "headline": "", "command": command, "notes": notes}
 

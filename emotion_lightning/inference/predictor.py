@@ -254,16 +254,20 @@ class EmotionPredictor:
                 for waveform, file_starts, mask in zip(waveforms, starts, speech)]
 
     def classify(self, windows) -> np.ndarray:
-        """Class probabilities (windows, classes) of model windows (an iterable of equal-length arrays), run in
-        batches of `batch_size`, calibrated with the model's temperature: softmax(log p / T), the same argmax."""
+        """Class probabilities as trained (windows, classes) of model windows (an iterable of equal-length arrays),
+        run in batches of `batch_size`; `verdict` calibrates them."""
         windows = iter(windows)
         batches = [np.empty((0, len(self.classes)))]
         while batch := list(itertools.islice(windows, self.batch_size)):
             batches.append(self.backend(np.stack(batch)))
-        scores = np.concatenate(batches).astype(np.float64)
+        return np.concatenate(batches).astype(np.float64)
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """softmax(log p / T) with the model's temperature: the same argmax as p. Averages of windows are taken
+        before it, as the test of a run averages crops before it, so a file's label never depends on T."""
         if self.temperature == 1.0:
-            return scores
-        return probabilities_from_log(np.log(np.clip(scores, 1e-30, None)), self.temperature)
+            return probabilities
+        return probabilities_from_log(np.log(np.clip(probabilities, 1e-30, None))[None], self.temperature)[0]
 
     def _summary(self, num_samples: int, starts: list[int], probabilities: list[np.ndarray | None]) -> dict:
         """Aggregate = mean of the speech windows' probabilities (no label without speech); plus one timeline
@@ -277,9 +281,11 @@ class EmotionPredictor:
                 "windows": timeline}
 
     def verdict(self, probabilities: np.ndarray | None) -> dict:
-        """Emotion, confidence and per-class probabilities of one probability vector (all None without one)."""
+        """Emotion, confidence and calibrated per-class probabilities of one vector of probabilities as trained (a
+        window's, or a mean of windows'); all None without one."""
         if probabilities is None:
             return {"emotion": None, "confidence": None, "probabilities": None}
+        probabilities = self.calibrated(probabilities)
         best = int(np.argmax(probabilities))
         return {"emotion": self.classes[best], "confidence": float(probabilities[best]),
                 "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities)}}

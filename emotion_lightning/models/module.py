@@ -185,6 +185,9 @@ class EmotionClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
+    def on_train_start(self) -> None:
+        self.temperature = 1.0  # one fitted for weights this training changes (a resumed checkpoint's) holds no more
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["run_config"] = self.run_config
         checkpoint["classes"] = self.classes
