@@ -2,7 +2,8 @@
 
 Protocol (one stream per connection):
 1. the client sends a JSON header as text: {"sample_rate": 16000, "format": "float32"} (format float32 or
-   int16, little-endian mono; optional window_seconds and hop_seconds; the hop defaults to stream.hop_seconds);
+   int16, little-endian mono; optional window_seconds, at most stream.max_window_seconds (the model's window by
+   default), and hop_seconds, at least stream.min_hop_seconds; the hop defaults to stream.hop_seconds);
 2. then binary frames of any number of samples; the server answers each window with a JSON event
    {"type": "window", "start", "end", "emotion", "confidence", "probabilities", "no_speech", "smoothed"};
 3. the text {"end": true} asks for the windows left at the end and a {"type": "summary"} event, after which
