@@ -9,8 +9,10 @@ Protocol (one stream per connection):
 3. the text {"end": true} asks for the windows left at the end and a {"type": "summary"} event, after which
    the server closes with 1000.
 A problem ends the stream with {"type": "error", "error": MESSAGE, "code": CODE} and a close with that code
-(stream.py lists them). The audio of each stream is scored in order as it arrives; the server reads no
-further audio while it scores, so a client sending faster than real time is slowed down by TCP, not queued.
+(stream.py lists them). The audio of each stream is scored in order as it arrives, in a worker thread (at most
+stream.scoring_threads streams at once), so /health, new connections and other streams go on meanwhile; the
+server reads no further audio of a stream while it scores it, so a client sending faster than real time is slowed
+down by TCP, not queued.
 Events wait for the client in a queue of stream.max_queued_events; when a client reads too slowly to keep it
 from filling, stream.slow_client says what gives (see `Outbox`).
 """
@@ -18,7 +20,9 @@ from filling, stream.slow_client says what gives (see `Outbox`).
 import asyncio
 import json
 import logging
+import os
 from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
 from importlib import resources
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -67,6 +71,7 @@ class Outbox:
 def add_live_routes(app: FastAPI, predictor: EmotionPredictor, settings: StreamSettings) -> None:
     """GET / (the page), /static/* (its scripts) and the /stream WebSocket, on `app`."""
     streams = set()
+    scoring = ThreadPoolExecutor(settings.scoring_threads or os.cpu_count() or 1, thread_name_prefix="stream")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -85,7 +90,7 @@ def add_live_routes(app: FastAPI, predictor: EmotionPredictor, settings: StreamS
                 raise StreamError(f"{settings.max_streams} streams are running, the most this service takes "
                                   "(stream.max_streams); try again later", TRY_LATER)
             streams.add(websocket)
-            await score_stream(websocket, outbox, predictor, settings)
+            await score_stream(websocket, outbox, predictor, settings, scoring)
         except WebSocketDisconnect:
             sender.cancel()
             return
@@ -113,8 +118,10 @@ async def send_events(websocket: WebSocket, outbox: Outbox) -> None:
 
 
 async def score_stream(websocket: WebSocket, outbox: Outbox, predictor: EmotionPredictor,
-                       settings: StreamSettings) -> None:
-    """Read the header and the frames of one stream, putting its events in `outbox`, until {"end": true}."""
+                       settings: StreamSettings, scoring: Executor) -> None:
+    """Read the header and the frames of one stream, putting its events in `outbox`, until {"end": true}; the
+    model runs in `scoring`'s threads, one frame at a time, so the events keep their order."""
+    loop = asyncio.get_running_loop()
     message = await receive(websocket, settings)
     if message.get("text") is None:
         raise StreamError('open the stream with a JSON header as text (e.g. {"sample_rate": 16000, "format": '
@@ -128,9 +135,9 @@ async def score_stream(websocket: WebSocket, outbox: Outbox, predictor: EmotionP
             if scorer.input_seconds + len(samples) / header.sample_rate > settings.max_stream_seconds:
                 raise StreamError(f"the stream is longer than stream.max_stream_seconds="
                                   f"{settings.max_stream_seconds:g}; open a new one to go on", POLICY)
-            events = scorer.feed(samples)
+            events = await loop.run_in_executor(scoring, scorer.feed, samples)
         elif is_end(message.get("text")):
-            *events, summary = scorer.finish()
+            *events, summary = await loop.run_in_executor(scoring, scorer.finish)
             for event in events:
                 outbox.put(event)
             outbox.put(summary, last=True)
@@ -140,7 +147,6 @@ async def score_stream(websocket: WebSocket, outbox: Outbox, predictor: EmotionP
                               UNSUPPORTED)
         for event in events:
             outbox.put(event)
-        await asyncio.sleep(0)  # let the events go out before the next frame is scored
 
 
 async def receive(websocket: WebSocket, settings: StreamSettings) -> dict:

@@ -51,6 +51,7 @@ class StreamSettings:
     max_idle_seconds: float = 30      # a stream that sends nothing this long is ended (1008)
     max_queued_events: int = 32       # events waiting for a client that reads slowly
     slow_client: str = "drop"         # drop: the oldest waiting events go | close: the stream ends (1008)
+    scoring_threads: int | None = None  # streams scored at once, each in a thread; None: the CPU cores
 
     def __post_init__(self):
         if self.slow_client not in SLOW_CLIENT_POLICIES:
@@ -62,6 +63,9 @@ class StreamSettings:
                self.max_queued_events, self.min_hop_seconds) <= 0:
             raise SettingError("stream.min_hop_seconds, max_frame_bytes, max_stream_seconds, max_streams, "
                                "max_idle_seconds and max_queued_events must all be positive")
+        if self.scoring_threads is not None and self.scoring_threads < 1:
+            raise SettingError(f"stream.scoring_threads={self.scoring_threads}; use 1 or more, or null for one a CPU "
+                               "core")
         if self.max_window_seconds is not None and self.max_window_seconds <= 0:
             raise SettingError(f"stream.max_window_seconds={self.max_window_seconds}; use a positive number of "
                                "seconds, or null for the model's own window")
