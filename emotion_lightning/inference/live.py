@@ -15,6 +15,9 @@ server reads no further audio of a stream while it scores it, so a client sendin
 down by TCP, not queued.
 Events wait for the client in a queue of stream.max_queued_events; when a client reads too slowly to keep it
 from filling, stream.slow_client says what gives (see `Outbox`).
+A browser names the page that opens a stream in its Origin header: unless that page's host is one of the
+service's allowed_hosts (as the page at / is), the stream is refused (403), so no other web page can use the
+service through a visitor's browser. Clients that send no Origin (the stream command, scripts) are not affected.
 """
 
 import asyncio
@@ -24,6 +27,7 @@ import os
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from importlib import resources
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
@@ -68,8 +72,10 @@ class Outbox:
         return {**event, "dropped": self.dropped} if self.dropped and event is not None else event
 
 
-def add_live_routes(app: FastAPI, predictor: EmotionPredictor, settings: StreamSettings) -> None:
-    """GET / (the page), /static/* (its scripts) and the /stream WebSocket, on `app`."""
+def add_live_routes(app: FastAPI, predictor: EmotionPredictor, settings: StreamSettings,
+                    allowed_hosts: list[str]) -> None:
+    """GET / (the page), /static/* (its scripts) and the /stream WebSocket, on `app`; streams opened by a web page
+    must come from a page on one of `allowed_hosts`."""
     streams = set()
     scoring = ThreadPoolExecutor(settings.scoring_threads or os.cpu_count() or 1, thread_name_prefix="stream")
 
@@ -81,6 +87,10 @@ def add_live_routes(app: FastAPI, predictor: EmotionPredictor, settings: StreamS
 
     @app.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and not host_allowed(origin_host(origin), allowed_hosts):
+            await websocket.close(POLICY)  # before accepting: the browser gets 403
+            return
         await websocket.accept()
         outbox = Outbox(settings.max_queued_events, settings.slow_client)
         sender = asyncio.create_task(send_events(websocket, outbox))
@@ -159,6 +169,22 @@ async def receive(websocket: WebSocket, settings: StreamSettings) -> dict:
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     return message
+
+
+def origin_host(origin: str) -> str:
+    """The host of an Origin header as allowed_hosts names hosts (no port, an IPv6 address in brackets); "" for
+    "null" (a sandboxed page or a local file) or anything unreadable."""
+    try:
+        host = urlsplit(origin).hostname or ""
+    except ValueError:
+        return ""
+    return f"[{host}]" if ":" in host else host
+
+
+def host_allowed(host: str, allowed_hosts: list[str]) -> bool:
+    """Whether `host` is one of `allowed_hosts`, read as the service reads Host headers ("*" any, "*.x" x's
+    subdomains)."""
+    return any(host == pattern or pattern.startswith("*") and host.endswith(pattern[1:]) for pattern in allowed_hosts)
 
 
 def is_end(text: str | None) -> bool:
