@@ -10,11 +10,17 @@ from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.inference.stream import StreamSettings
 
 
+# Room above stream.max_frame_bytes in a WebSocket message: a frame a little over it still gets the stream's own
+# error saying why; a larger one is refused by the server (close code 1009) before it is read into memory.
+FRAME_SLACK_BYTES = 1024
+
+
 def server_options(cfg: DictConfig) -> dict:
     """uvicorn's settings from the serve config: where to listen, how many connections at once (more get 503),
-    how long an idle keep-alive connection stays open."""
+    how long an idle keep-alive connection stays open, the largest WebSocket message it reads."""
     return {"host": cfg.host, "port": cfg.port, "limit_concurrency": cfg.limit_concurrency,
-            "timeout_keep_alive": cfg.timeout_keep_alive}
+            "timeout_keep_alive": cfg.timeout_keep_alive,
+            "ws_max_size": cfg.stream.max_frame_bytes + FRAME_SLACK_BYTES}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")

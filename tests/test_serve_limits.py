@@ -230,7 +230,25 @@ def test_the_serve_config_holds_the_limits_and_passes_them_to_uvicorn():
     assert list(cfg.allowed_hosts) == ["localhost", "127.0.0.1", "[::1]"]
     assert (cfg.max_sample_rate, cfg.max_channels) == (192000, 8)
     assert server_options(compose_serve(["limit_concurrency=3", "timeout_keep_alive=2"])) == {
-        "host": "127.0.0.1", "port": 8000, "limit_concurrency": 3, "timeout_keep_alive": 2}
+        "host": "127.0.0.1", "port": 8000, "limit_concurrency": 3, "timeout_keep_alive": 2,
+        "ws_max_size": 262144 + 1024}
+    assert server_options(compose_serve(["stream.max_frame_bytes=1000"]))["ws_max_size"] == 2024
+
+
+def test_a_websocket_frame_over_max_frame_bytes_is_refused_by_the_server():
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    from emotion_lightning.serve import server_options
+
+    options = {**server_options(compose_serve(["stream.max_frame_bytes=4096"])), "port": 0}
+    with running_server(create_app(make_predictor(vad="none")), **options) as port:
+        with connect(f"ws://127.0.0.1:{port}/stream", proxy=None, compression=None) as websocket:
+            websocket.send('{"sample_rate": 16000}')
+            websocket.send(bytes(2 * 1024 * 1024))  # under the app's own check (16 MiB by uvicorn's default)
+            with pytest.raises(ConnectionClosedError) as closed:
+                websocket.recv(timeout=10)
+    assert closed.value.rcvd.code == 1009
 
 
 def test_connections_beyond_limit_concurrency_get_503():

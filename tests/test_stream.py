@@ -3,13 +3,16 @@ in a real browser (headless Chromium with a fake microphone)."""
 
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from emotion_lightning.data.audio import load
 from emotion_lightning.data.taxonomy import EMOTIONS
@@ -17,7 +20,7 @@ from emotion_lightning.inference.app import create_app
 from emotion_lightning.inference.live import Outbox
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.inference.stream import (BAD_DATA, POLICY, TOO_BIG, TRY_LATER, UNSUPPORTED, RingBuffer,
-                                                StreamError, StreamSettings)
+                                                StreamError, StreamHeader, StreamScorer, StreamSettings)
 from tests.conftest import SHARED_DATA
 from tests.helpers.audio import speech_like
 from tests.helpers.server import running_server
@@ -63,8 +66,8 @@ def events_until_close(websocket) -> tuple[list[dict], int]:
     return events, message["code"]
 
 
-def stream(client, header: dict, frames, end: bool = True) -> tuple[list[dict], int]:
-    with client.websocket_connect("ws://127.0.0.1/stream") as websocket:
+def stream(client, header: dict, frames, end: bool = True, headers: dict | None = None) -> tuple[list[dict], int]:
+    with client.websocket_connect("ws://127.0.0.1/stream", headers=headers or {}) as websocket:
         websocket.send_text(json.dumps(header))
         for frame in frames:
             websocket.send_bytes(frame)
@@ -153,6 +156,10 @@ def test_events_arrive_while_streaming_with_a_smoothed_estimate(client):
     ('{"format": "float32"}', BAD_DATA, "sample_rate=None"),
     ('{"sample_rate": 16000, "format": "mp3"}', BAD_DATA, "use float32 or int16"),
     ('{"sample_rate": 16000, "hop_seconds": 5}', BAD_DATA, "hop_seconds=5; use more than 0 and at most the window"),
+    ('{"sample_rate": 16000, "window_seconds": 1e5}', BAD_DATA,
+     "window_seconds=100000; use more than 0 and at most 3 s (stream.max_window_seconds)"),
+    ('{"sample_rate": 16000, "hop_seconds": 1e-4}', BAD_DATA,
+     "hop_seconds=0.0001; use from stream.min_hop_seconds=0.1 to the window, 3 s"),
     (b"\x00\x00\x00\x00", UNSUPPORTED, "open the stream with a JSON header"),
 ])
 def test_a_bad_header_ends_with_a_json_error_and_a_close_code(client, first_message, code, words):
@@ -164,6 +171,17 @@ def test_a_bad_header_ends_with_a_json_error_and_a_close_code(client, first_mess
         events, closed_with = events_until_close(websocket)
     assert closed_with == code and len(events) == 1
     assert events[0]["type"] == "error" and events[0]["code"] == code and words in events[0]["error"]
+
+
+def test_a_longer_window_is_taken_up_to_max_window_seconds():
+    header = StreamHeader(RATE, window_seconds=5.0)
+    with pytest.raises(StreamError, match=r"at most 3 s \(stream.max_window_seconds\)") as refused:
+        StreamScorer.from_header(stand_in_predictor(vad="none"), header, StreamSettings())
+    assert refused.value.code == BAD_DATA
+    scorer = StreamScorer.from_header(stand_in_predictor(vad="none"), header, StreamSettings(max_window_seconds=6))
+    assert (scorer.window, scorer.hop) == (5 * RATE, RATE // 2)
+    with pytest.raises(ValueError, match="hop_seconds=0.05 is below stream.min_hop_seconds=0.1"):
+        StreamSettings(hop_seconds=0.05)
 
 
 def test_a_frame_over_the_limit_ends_the_stream_with_1009(client):
@@ -232,6 +250,81 @@ def test_a_stream_over_max_streams_is_refused_with_1013(client):
             websocket.__exit__(None, None, None)
     events, code = stream(client, {"sample_rate": RATE}, [np.zeros(RATE, "<f4").tobytes()])
     assert code == 1000  # the places are free again
+
+
+class SlowModel(BandEnergies):
+    """A stand-in model that takes `seconds` per forward pass, says when one has begun and ended, and counts the
+    passes running at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.begun, self.ended = seconds, threading.Event(), threading.Event()
+        self.lock, self.running, self.most_at_once = threading.Lock(), 0, 0
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.begun.set()
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        self.ended.set()
+        return super().__call__(windows)
+
+
+def test_health_answers_while_a_stream_is_scored():
+    from websockets.sync.client import connect
+
+    model = SlowModel(2.0)
+    predictor = EmotionPredictor(model, list(EMOTIONS), RATE, 3.0, 0.5, vad="none")
+    with running_server(create_app(predictor, stream=SETTINGS)) as port:
+        with connect(f"ws://127.0.0.1:{port}/stream", proxy=None) as websocket:
+            websocket.send(json.dumps({"sample_rate": RATE}))
+            audio = speech_like(3.0, seed=5)
+            for first in range(0, len(audio), 4096):  # one whole window: its forward pass begins
+                websocket.send(audio[first:first + 4096].tobytes())
+            assert model.begun.wait(10)
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+            assert health.status_code == 200 and not model.ended.is_set()  # answered while the model runs
+            event = json.loads(websocket.recv(timeout=10))
+            assert (event["type"], event["start"], event["end"]) == ("window", 0.0, 3.0)
+
+
+def test_streams_are_scored_at_most_scoring_threads_at_once():
+    model = SlowModel(0.3)
+    predictor = EmotionPredictor(model, list(EMOTIONS), RATE, 3.0, 0.5, vad="none")
+    settings = StreamSettings(scoring_threads=1)
+    audio = speech_like(3.0, seed=6)
+    with TestClient(create_app(predictor, stream=settings), base_url="http://127.0.0.1") as http:
+        sockets = [http.websocket_connect("ws://127.0.0.1/stream").__enter__() for _ in range(2)]
+        try:
+            for websocket in sockets:
+                websocket.send_text(json.dumps({"sample_rate": RATE, "hop_seconds": 1.0}))
+                websocket.send_bytes(audio.tobytes())
+            answers = [websocket.receive_json() for websocket in sockets]
+        finally:
+            for websocket in sockets:
+                websocket.__exit__(None, None, None)
+    assert [event["type"] for event in answers] == ["window", "window"]
+    assert model.most_at_once == 1
+
+
+def test_a_page_from_another_origin_cannot_open_a_stream(client):
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with client.websocket_connect("ws://127.0.0.1/stream", headers={"Origin": "http://attacker.example"}):
+            pass
+    assert refused.value.code == POLICY
+    second = np.zeros(RATE, "<f4").tobytes()
+    for origin in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):  # the service's page
+        events, code = stream(client, {"sample_rate": RATE}, [second], headers={"Origin": origin})
+        assert code == 1000 and events[-1]["type"] == "summary"
+    named = create_app(stand_in_predictor(vad="none"), stream=SETTINGS, allowed_hosts=["emotion.example"])
+    with TestClient(named, base_url="http://emotion.example") as http:
+        with http.websocket_connect("ws://emotion.example/stream", headers={"Origin": "https://emotion.example"}):
+            pass
+        with pytest.raises(WebSocketDisconnect):
+            with http.websocket_connect("ws://emotion.example/stream", headers={"Origin": "http://127.0.0.1"}):
+                pass
 
 
 def test_a_silent_client_is_ended_after_max_idle_seconds():
@@ -322,6 +415,20 @@ def test_the_stream_command_sends_a_file_to_a_service(service, tmp_path, capsys)
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status.value.code == 0
     assert_same_windows(events, stand_in_predictor().predict_array(audio, RATE))
+
+
+def test_the_service_refuses_another_origin_and_serves_its_own_page(service):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(f"ws://{service}/stream", origin="http://attacker.example", proxy=None)
+    with connect(f"ws://{service}/stream", origin=f"http://{service}", proxy=None) as websocket:  # the page at /
+        websocket.send(json.dumps({"sample_rate": RATE}))
+        websocket.send(np.zeros(RATE, "<f4").tobytes())
+        websocket.send(json.dumps({"end": True}))
+        events = [json.loads(message) for message in websocket]  # until the service closes
+    assert events[-1]["type"] == "summary"
 
 
 def test_the_stream_command_says_when_no_service_answers(tmp_path, capsys):

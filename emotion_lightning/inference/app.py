@@ -8,7 +8,8 @@ than min_seconds, or no `file` field (with the form's validation `errors` as a J
 
 What it guards against: bodies over max_upload_mb (counted as they arrive, whatever the transfer encoding),
 uploads that trickle in, files that declare more audio than they hold bytes (refused on their header), Host
-headers outside allowed_hosts (DNS rebinding). There is no authentication: expose it through a proxy that has.
+headers outside allowed_hosts (DNS rebinding), streams opened by web pages of other hosts (the Origin header).
+There is no authentication: expose it through a proxy that has.
 GET / (a page) and /stream (a WebSocket for live audio) come from live.py.
 """
 
@@ -72,12 +73,13 @@ def create_app(predictor: EmotionPredictor, max_upload_mb: float = 20, max_secon
                stream: StreamSettings | None = None, *, allowed_hosts=LOCAL_HOSTS, docs: bool = False,
                upload_timeout: float = 60) -> FastAPI:
     """The FastAPI app around one predictor, with limits on upload size (MB), duration (seconds) and upload time
-    (seconds), and the settings of live streams; requests must name one of `allowed_hosts` ("*" allows any);
+    (seconds), and the settings of live streams; requests must name one of `allowed_hosts` ("*" allows any), and
+    so must the Origin of a web page that opens a stream;
     `docs` serves /docs, /redoc and /openapi.json. Rate and channel limits are the predictor's."""
     pages = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
     app = FastAPI(title="emotion-lightning", summary="Speech emotion recognition",
                   **{key: value if docs else None for key, value in pages.items()})
-    add_live_routes(app, predictor, stream or StreamSettings())
+    add_live_routes(app, predictor, stream or StreamSettings(), list(allowed_hosts))
     max_bytes = int(max_upload_mb * 1024 * 1024)
     limits = dataclasses.replace(predictor.limits, max_seconds=max_seconds)
     too_large = f"upload larger than max_upload_mb={max_upload_mb:g} MB; send a shorter or compressed recording"

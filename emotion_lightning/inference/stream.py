@@ -42,6 +42,8 @@ class StreamSettings:
     """Limits and defaults of live streams (conf/serve.yaml's `stream:`)."""
 
     hop_seconds: float = 0.5          # a window event every hop (a header may ask for another)
+    min_hop_seconds: float = 0.1      # the shortest hop a header may ask for (each hop is a forward pass)
+    max_window_seconds: float | None = None  # the longest window a header may ask for; None: the model's own
     smoothing: float = 0.6            # weight of the earlier estimate in the running one; 0 = the latest window
     max_frame_bytes: int = 256 * 1024  # a larger audio frame ends the stream (1009)
     max_stream_seconds: float = 3600  # audio past this ends the stream (1008)
@@ -49,6 +51,7 @@ class StreamSettings:
     max_idle_seconds: float = 30      # a stream that sends nothing this long is ended (1008)
     max_queued_events: int = 32       # events waiting for a client that reads slowly
     slow_client: str = "drop"         # drop: the oldest waiting events go | close: the stream ends (1008)
+    scoring_threads: int | None = None  # streams scored at once, each in a thread; None: the CPU cores
 
     def __post_init__(self):
         if self.slow_client not in SLOW_CLIENT_POLICIES:
@@ -57,9 +60,18 @@ class StreamSettings:
         if not 0 <= self.smoothing < 1:
             raise SettingError(f"stream.smoothing={self.smoothing}; use 0 (none) up to below 1")
         if min(self.max_frame_bytes, self.max_stream_seconds, self.max_streams, self.max_idle_seconds,
-               self.max_queued_events, self.hop_seconds) <= 0:
-            raise SettingError("stream.hop_seconds, max_frame_bytes, max_stream_seconds, max_streams, "
+               self.max_queued_events, self.min_hop_seconds) <= 0:
+            raise SettingError("stream.min_hop_seconds, max_frame_bytes, max_stream_seconds, max_streams, "
                                "max_idle_seconds and max_queued_events must all be positive")
+        if self.scoring_threads is not None and self.scoring_threads < 1:
+            raise SettingError(f"stream.scoring_threads={self.scoring_threads}; use 1 or more, or null for one a CPU "
+                               "core")
+        if self.max_window_seconds is not None and self.max_window_seconds <= 0:
+            raise SettingError(f"stream.max_window_seconds={self.max_window_seconds}; use a positive number of "
+                               "seconds, or null for the model's own window")
+        if self.hop_seconds < self.min_hop_seconds:
+            raise SettingError(f"stream.hop_seconds={self.hop_seconds:g} is below stream.min_hop_seconds="
+                               f"{self.min_hop_seconds:g}")
 
     @classmethod
     def from_config(cls, cfg) -> "StreamSettings":
@@ -216,9 +228,21 @@ class StreamScorer:
     @classmethod
     def from_header(cls, predictor: EmotionPredictor, header: StreamHeader,
                     settings: StreamSettings) -> "StreamScorer":
+        """The scorer a header asks for, or StreamError (1007) for a window or hop outside the service's limits:
+        a window longer than stream.max_window_seconds (the model's own by default) or a hop shorter than
+        stream.min_hop_seconds would cost memory and forward passes without bound."""
+        model_window = predictor.window / predictor.sample_rate
+        longest = model_window if settings.max_window_seconds is None else settings.max_window_seconds
+        window = model_window if header.window_seconds is None else header.window_seconds
+        hop = settings.hop_seconds if header.hop_seconds is None else header.hop_seconds
+        if header.window_seconds is not None and window > longest:
+            raise StreamError(f"window_seconds={window:g}; use more than 0 and at most {longest:g} s "
+                              "(stream.max_window_seconds)", BAD_DATA)
+        if hop < settings.min_hop_seconds:
+            raise StreamError(f"hop_seconds={hop:g}; use from stream.min_hop_seconds={settings.min_hop_seconds:g} "
+                              f"to the window, {window:g} s", BAD_DATA)
         try:
-            return cls(predictor, header.sample_rate, header.window_seconds,
-                       settings.hop_seconds if header.hop_seconds is None else header.hop_seconds, settings.smoothing)
+            return cls(predictor, header.sample_rate, header.window_seconds, hop, settings.smoothing)
         except SettingError as error:
             raise StreamError(str(error), BAD_DATA) from None
 
