@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> dict:
                  cfg.paths.output_dir)
         return finished
     # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
-    L.seed_everything(cfg.seed + process_rank(), workers=True)
+    L.seed_everything(cfg.seed + process_rank(cfg.trainer.get("num_nodes") or 1), workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     use_feature_cache(cfg, model, datamodule)

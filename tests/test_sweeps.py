@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emotion_lightning.training.distributed import local_rank, process_rank, rank_zero
 from emotion_lightning.training.resolvers import job_device
+from tests.helpers import fake_slurm
 from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,6 +251,47 @@ def test_ddp_fine_tunes_a_layer_subset_of_an_encoder(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+
+
+LAUNCH = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+          "SLURM_JOB_NAME")
+
+
+@pytest.mark.parametrize("variables, num_nodes, rank, local", [
+    ({}, 1, 0, 0),  # one process
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, 1, 1, 1),  # Lightning's launcher, one machine
+    ({"LOCAL_RANK": "1", "NODE_RANK": "1", "WORLD_SIZE": "4"}, 2, 3, 1),  # 2 per machine: machine 1's second
+    ({"NODE_RANK": "1", "WORLD_SIZE": "4"}, 2, 2, 0),  # machine 1's first process, started by hand
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1"}, 2, 3, 1),  # SLURM's 4th task
+    ({"RANK": "5", "LOCAL_RANK": "1"}, 2, 5, 1),  # torchrun
+])
+def test_process_rank_is_lightnings_global_rank_before_any_trainer(variables, num_nodes, rank, local, monkeypatch):
+    for name in LAUNCH:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert (process_rank(num_nodes), local_rank(), rank_zero()) == (rank, local, rank == 0)
+
+
+@pytest.mark.slow
+def test_a_two_node_slurm_job_through_the_submitit_launcher_trains_and_tests_every_clip_once(data_dir, tmp_path):
+    # sbatch, srun and sacct stand-ins start the 2 tasks SLURM would (1 per node) as local processes, gloo over
+    # 127.0.0.1; Lightning reads SLURM's variables and checks them against trainer.devices and trainer.num_nodes
+    sweep = tmp_path / "sweep"
+    result = run_module("emotion_lightning.train", "-m", "hydra/launcher=slurm", "trainer=ddp",
+                        "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+                        "hydra.launcher.gpus_per_node=0", *quick(data_dir, tmp_path / "cache"), "logger=none",
+                        f"hydra.sweep.dir={sweep}", env=fake_slurm.install(tmp_path / "bin"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (submission,) = sweep.glob(".submitit/*/*_submission.sh")
+    assert "#SBATCH --nodes=2" in submission.read_text() and "#SBATCH --ntasks-per-node=1" in submission.read_text()
+    logs = {task: "".join(path.read_text() for path in submission.parent.glob(f"*_{task}_log.*")) for task in (0, 1)}
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1] and "[rank: 1] Seed set to 1" in logs[1]  # node 1's task
+    (metrics_path,) = tmp_path.rglob("metrics.json")  # one job, its files written once
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["settings"]["trainer.num_nodes"] == 2 and metrics["clips"]["test"] == 15
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    assert not list(sweep.rglob("failure.json"))
 
 
 def test_ddp_precision_is_mixed_on_gpus_and_full_on_cpu_processes(compose_train, monkeypatch):
