@@ -1,6 +1,7 @@
 """A killed run resumes to the same result; same seed, same metrics; bad audio never stops a run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -106,6 +107,34 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_ru
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from"] == str(last)
     assert outcome(run_dir) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_ddp_sweep_killed_mid_training_and_run_again_ends_with_the_uninterrupted_metrics(data_dir, tmp_path):
+    # two CPU processes; the whole job (rank 0 and the rank it launched) killed once epoch 0's last.ckpt is written
+    overrides = [o for o in train_overrides(data_dir, tmp_path / "cache", None) if not o.startswith("hydra.run.dir")]
+    command = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *overrides,
+               "trainer.max_epochs=3"]
+    reference = run_train(*command, f"hydra.sweep.dir={tmp_path}/uninterrupted")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    (job,) = [path.parent.name for path in (tmp_path / "uninterrupted").glob("*/metrics.json")]
+
+    sweep = [*command, f"hydra.sweep.dir={tmp_path}/sweep"]
+    process = subprocess.Popen([sys.executable, "-m", "emotion_lightning.train", *sweep], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = tmp_path / "sweep" / job / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not (last.parent.parent / "metrics.json").exists(), "the job should die before testing"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] < 2
+
+    again = run_train(*sweep)  # the same command and sweep dir
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((last.parent.parent / "metrics.json").read_text())["resumed_from"] == str(last)
+    assert outcome(last.parent.parent) == outcome(tmp_path / "uninterrupted" / job)
 
 
 @pytest.mark.slow
