@@ -10,8 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict, read_write
 
 from emotion_lightning.training.distributed import local_rank, process_rank, rank_zero
+from emotion_lightning.training.gpu_slots import free_gpu, releasing_gpu, take_gpu
 from emotion_lightning.training.resolvers import job_device
 from tests.helpers import fake_slurm
 from tests.helpers.configs import TINY_WHISPER_OVERRIDE
@@ -71,13 +75,52 @@ def tiny_sweep(data_dir, tmp_path_factory, wandb_env):
     return sweep, sweep.parent / "report"
 
 
-def test_job_device_is_round_robin_over_visible_gpus_else_cpu():
-    assert [job_device("devices", job=job, gpus=2) for job in range(5)] == [[0], [1], [0], [1], [0]]
-    assert (job_device("accelerator", job=3, gpus=1), job_device("devices", job=3, gpus=1)) == ("gpu", [0])
-    assert (job_device("accelerator", job=3, gpus=0), job_device("devices", job=3, gpus=0),
-            job_device("precision", job=3, gpus=0)) == ("cpu", 1, "32-true")
+def test_job_device_is_gpu_zero_in_a_single_run_else_the_cpu():
+    assert (job_device("accelerator", gpus=2), job_device("devices", gpus=2), job_device("precision", gpus=2)) == (
+        "gpu", [0], "16-mixed")
+    assert (job_device("accelerator", gpus=0), job_device("devices", gpus=0),
+            job_device("precision", gpus=0)) == ("cpu", 1, "32-true")
     with pytest.raises(ValueError, match="job_device:device.*accelerator"):
-        job_device("device", job=0, gpus=0)
+        job_device("device", gpus=0)
+
+
+def test_parallel_jobs_take_the_gpu_the_fewest_running_jobs_hold_and_free_it_when_they_end(tmp_path):
+    # each lock file is opened on its own, as by the parallel launcher's worker processes
+    jobs = {job: take_gpu(tmp_path, gpus=2, job=job) for job in (0, 1)}
+    assert [gpu for gpu, _ in jobs.values()] == [0, 1]
+    free_gpu(jobs.pop(1)[1])  # job 1 ended first: job 2 gets its GPU (by job number it would share GPU 0)
+    jobs[2] = take_gpu(tmp_path, gpus=2, job=2)
+    jobs[3] = take_gpu(tmp_path, gpus=2, job=3)  # both GPUs busy: the lowest of the least held
+    assert (jobs[2][0], jobs[3][0]) == (1, 0)
+    jobs[3][1].close()  # a job whose process died: its lock is gone, its file is cleaned up by the next choice
+    jobs[4] = take_gpu(tmp_path, gpus=2, job=4)
+    assert jobs[4][0] == 0 and not (tmp_path / "gpu0.job3").exists()
+    assert sorted(path.name for path in tmp_path.glob("gpu*")) == ["gpu0.job0", "gpu0.job4", "gpu1.job2"]
+
+
+def as_multirun_job(number: int):
+    """The composed config's Hydra settings as those of job `number` of a multirun."""
+    hydra = HydraConfig.get()
+    with read_write(hydra), open_dict(hydra):
+        hydra.mode, hydra.job.num = RunMode.MULTIRUN, number
+    return hydra
+
+
+def test_a_parallel_sweep_job_holds_its_gpu_until_it_ends_and_shares_the_memory_rule(compose_train, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    parallel = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=6"]
+    cfg = compose_train([*parallel, "trainer=auto"])
+    slots = Path(as_multirun_job(5).sweep.dir) / ".gpu_slots"
+    with releasing_gpu():
+        assert cfg.trainer.devices == [0] and cfg.trainer.devices == [0]  # taken once, held
+        assert [path.name for path in slots.glob("*/gpu*")] == ["gpu0.job5"]
+        # 6 jobs at once over 2 GPUs: 3 share each GPU's free memory, a third of a single job's quarter each
+        assert cfg.data.resident_fraction == pytest.approx(0.25 / 3)
+    assert not list(slots.glob("*/gpu*"))  # freed when the job ended
+    cpu = compose_train([*parallel, "trainer=cpu"])
+    as_multirun_job(0)
+    assert cpu.data.resident_fraction == pytest.approx(0.25 / 6)  # all 6 jobs share the machine's memory
+    assert compose_train(["trainer=auto"]).data.resident_fraction == 0.25  # a single run
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def result_settings(config: dict) -> dict:
     """The flattened settings of a resolved run config that can change its result.
 
     A setting of `ADDED_LATER` at its neutral value is left out (runs from before it existed lack it).
-    `trainer.devices` as a list of one GPU index (trainer=auto gives job N GPU N mod GPUs) counts as 1 device:
+    `trainer.devices` as a list of one GPU index (trainer=auto gives a sweep's job one GPU) counts as 1 device:
     which GPU ran a job does not change it.
     """
     settings = without_neutral({key: value for key, value in flatten(config).items()
