@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
@@ -237,6 +238,26 @@ def test_ddp_trains_one_job_in_two_cpu_processes_scoring_every_clip_once(data_di
     assert scores(tmp_path / "test") == {key: metrics[key] for key in SCORES}
     assert json.loads((tmp_path / "val" / "metrics.json").read_text())["test_ua"] == pytest.approx(
         metrics["best_val_ua"], abs=1e-6)
+
+
+def drawn_from_seed(draws: list, seed: int, within: int = 16) -> bool:
+    """Whether `draws` are consecutive uniform draws among the first `within` of torch's generator seeded `seed`."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    stream = torch.rand(within, dtype=torch.float64, generator=generator).tolist()
+    return any(stream[start:start + len(draws)] == draws for start in range(within - len(draws) + 1))
+
+
+@pytest.mark.slow
+def test_each_ddp_rank_draws_its_crops_from_its_own_seed_and_rank_zero_from_the_run_s_seed(data_dir, tmp_path):
+    result = run_module("emotion_lightning.train", *DDP, *quick(data_dir, tmp_path / "cache"), "logger=none", "seed=7",
+                        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                        "+callbacks.draws._target_=tests.helpers.callbacks.RecordRandomDraws",
+                        f"+callbacks.draws.folder={tmp_path}/draws", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    draws = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "draws").glob("*.json")}
+    assert set(draws) == {"rank0", "rank1"} and draws["rank0"] != draws["rank1"]
+    assert drawn_from_seed(draws["rank0"], 7) and drawn_from_seed(draws["rank1"], 8)  # seed + rank
 
 
 @pytest.mark.slow
