@@ -10,6 +10,8 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from emotion_lightning.data.atomic import exclusive
+
 _held: dict = {}  # this process's running job: {"gpu": index, "lock": open lock file}
 
 
@@ -35,9 +37,7 @@ def running_jobs(folder: Path) -> Counter:
 def take_gpu(folder: Path, gpus: int, job: int):
     """(GPU index, its lock file) for job number `job`: the GPU of `gpus` that the fewest running jobs hold (the
     lowest index among equals). The lock is held until the file is closed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "choosing.lock", "a") as choosing:
-        fcntl.flock(choosing, fcntl.LOCK_EX)  # one job chooses at a time
+    with exclusive(folder / "choosing.lock"):  # one job chooses at a time
         counts = running_jobs(folder)
         gpu = min(range(gpus), key=lambda index: (counts[index], index))
         lock = open(folder / f"gpu{gpu}.job{job}", "a")
