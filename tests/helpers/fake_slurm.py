@@ -1,7 +1,8 @@
 """SLURM's commands on one machine, for running the submitit launcher's own jobs in tests: `sbatch` starts the
 batch script in the background (each array index in turn) with the variables SLURM sets for a job of --nodes x
 --ntasks-per-node tasks; `srun` starts those tasks as local processes with each task's SLURM_PROCID,
-SLURM_LOCALID and SLURM_NODEID (rendezvous on 127.0.0.1); `sacct` reports the states sbatch recorded."""
+SLURM_LOCALID and SLURM_NODEID (rendezvous on 127.0.0.1); `sacct` reports the states sbatch recorded; `scancel`
+kills a job's processes at once (SIGKILL), as a cancelled or preempted job ends."""
 
 import os
 import sys
@@ -28,7 +29,8 @@ for name in names:
     (here / f"state_{name}").write_text("RUNNING")
 print(f"Submitted batch job {job}", flush=True)
 if os.fork() == 0:  # the job runs on after sbatch returns, as submitit expects (it then writes the job's files)
-    os.setsid()
+    os.setsid()  # the job's processes: one group, which scancel kills
+    (here / f"job_{job}.pid").write_text(str(os.getpid()))
     log = os.open(here / f"sbatch_{job}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 1), os.dup2(log, 2)
     for index, name in zip(indices, names):
@@ -75,10 +77,24 @@ for job in sys.argv[sys.argv.index("-j") + 1::2]:
 '''
 
 
+SCANCEL = r'''
+import os, signal, sys
+from pathlib import Path
+
+here = Path(__file__).parent
+for job in sys.argv[1:]:
+    job = job.split("_")[0]
+    for state in here.glob(f"state_{job}*"):
+        state.write_text("CANCELLED")
+    os.killpg(int((here / f"job_{job}.pid").read_text()), signal.SIGKILL)
+'''
+
+
 def install(bin_dir: Path) -> dict:
-    """Write sbatch, srun and sacct into `bin_dir`; returns an environment that finds them first on PATH."""
+    """Write sbatch, srun, sacct and scancel into `bin_dir`; returns an environment that finds them first on
+    PATH."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT)):
+    for name, body in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT), ("scancel", SCANCEL)):
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\n{body}")
         path.chmod(0o755)
