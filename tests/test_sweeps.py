@@ -337,6 +337,17 @@ def test_process_rank_is_lightnings_global_rank_before_any_trainer(variables, nu
     assert (process_rank(num_nodes), local_rank(), rank_zero()) == (rank, local, rank == 0)
 
 
+def test_the_tasks_srun_starts_of_one_job_share_a_run_dir_named_by_slurm_job_and_step(compose_train, monkeypatch):
+    for name in LAUNCH:
+        monkeypatch.delenv(name, raising=False)
+    assert "/runs/slurm" not in compose_train().hydra.run.dir  # named by time
+    for name, value in {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert compose_train().hydra.run.dir.endswith("/runs/slurm4242.1_resnet_ravdess_speaker_independent_seed0")
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # an salloc shell: runs started by hand, named by time
+    assert "/runs/slurm" not in compose_train().hydra.run.dir
+
+
 @pytest.mark.slow
 def test_a_two_node_slurm_job_through_the_submitit_launcher_trains_and_tests_every_clip_once(data_dir, tmp_path):
     # sbatch, srun and sacct stand-ins start the 2 tasks SLURM would (1 per node) as local processes, gloo over

@@ -4,6 +4,7 @@
     ${device_precision:${.accelerator}}                                         (conf/trainer/ddp.yaml)
     ${memory_share:0.25,${oc.select:trainer.accelerator,cpu}}                   (conf/data/_datamodule.yaml)
     ${sweep_name:}                                                              (conf/logger/wandb.yaml)
+    ${slurm_step:${now:%Y-%m-%d_%H-%M-%S}}                                      (conf/hydra/default.yaml)
     ${choice:data,checkpoint}                                                   (conf/eval.yaml)
     ${len:${data.classes}}                                                      (conf/model/*.yaml)
     ${project_root:}                                                            (conf/paths/default.yaml)
@@ -91,6 +92,17 @@ def device_precision(accelerator: str) -> str:
     return "16-mixed" if gpu else "32-true"
 
 
+def slurm_step(default: str) -> str:
+    """`slurm<job id>.<step id>` in a step that SLURM started as several tasks (`srun` of one DDP job over several
+    GPUs or nodes), else `default`: every task names the same run dir (each would read its own clock), and a
+    requeued job's step names it again, so it resumes from its last checkpoint."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if int(os.environ.get("SLURM_NTASKS") or 1) < 2 or not SLURMEnvironment.detect():
+        return default
+    return f"slurm{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+
+
 def sweep_name() -> str | None:
     """The multirun folder's name (groups a sweep's runs in W&B); None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -125,7 +137,7 @@ def choice(group: str, default: str) -> str:
 def register() -> None:
     # `${len:${data.classes}}` lets model configs size their output layer from the data config.
     for name, function in (("len", len), ("job_device", job_device), ("device_precision", device_precision),
-                           ("memory_share", memory_share),
+                           ("memory_share", memory_share), ("slurm_step", slurm_step),
                            ("sweep_name", sweep_name), ("choice", choice),
                            ("project_root", project_root), ("wandb_offline", wandb_offline)):
         if not OmegaConf.has_resolver(name):
