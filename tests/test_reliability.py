@@ -154,10 +154,13 @@ def test_a_two_node_slurm_job_cancelled_mid_training_and_run_again_ends_as_two_l
 
     slurm = [*command, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "trainer.devices=1",
              "trainer.num_nodes=2", f"hydra.sweep.dir={tmp_path}/sweep"]
-    process = subprocess.Popen([sys.executable, "-m", "emotion_lightning.train", *slurm], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "sweep.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "emotion_lightning.train", *slurm], cwd=REPO, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
     last = tmp_path / "sweep" / job / "checkpoints" / "last.ckpt"
     wait_for(last, process)
+    tasks = "".join(path.read_text()[-2000:] for path in sorted((tmp_path / "sweep").glob(".submitit/*/*_log.err")))
+    assert last.exists(), (tmp_path / "sweep.log").read_text()[-3000:] + tasks
     (job_id,) = [path.stem[4:] for path in (tmp_path / "bin").glob("job_*.pid")]
     subprocess.run(["scancel", job_id], env=env, check=True)  # both tasks killed at once
     process.kill()  # and the sweep command with them (submitit would wait a minute for the job's result first)
