@@ -23,6 +23,7 @@ from emotion_lightning.training.build import build_datamodule
 from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.distributed import check_can_launch, ddp_job, rank_zero, wait_for_other_ranks
 from emotion_lightning.training.fit import seen_clips
+from emotion_lightning.training.gpu_slots import releasing_gpu
 from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.training.run_facts import config_choices, resolved_config, run_record
 
@@ -170,7 +171,7 @@ def setting_without_its_group(overrides: list[str]) -> str | None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float:
-    with command(), ddp_job():
+    with command(), ddp_job(), releasing_gpu():
         return evaluate(cfg)["test_ua"]
 
 

@@ -17,6 +17,7 @@ from emotion_lightning.training.commands import check_command_line, command
 from emotion_lightning.training.distributed import ddp_job, process_rank, rank_zero
 from emotion_lightning.training.failures import record_failure
 from emotion_lightning.training.fit import checked_resume, finished_record, fit_and_test_classical, fit_and_test_lightning
+from emotion_lightning.training.gpu_slots import releasing_gpu
 from emotion_lightning.training.loggers import build_loggers, finish_wandb, log_report
 from emotion_lightning.training.resolvers import config_dir
 from emotion_lightning.training.run_facts import resolved_config, run_record
@@ -36,7 +37,7 @@ def train(cfg: DictConfig) -> dict:
                  cfg.paths.output_dir)
         return finished
     # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
-    L.seed_everything(cfg.seed + process_rank(), workers=True)
+    L.seed_everything(cfg.seed + process_rank(cfg.trainer.get("num_nodes") or 1), workers=True)
     # ... but one shuffle for all: Lightning seeds its DistributedSampler from PL_GLOBAL_SEED, and ranks shuffling
     # differently would take overlapping shards (some training clips twice an epoch, others never)
     os.environ["PL_GLOBAL_SEED"] = str(cfg.seed)
@@ -60,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
     # A failed job leaves failure.json and re-raises: Hydra's launchers still run the sweep's other jobs,
     # then the command exits non-zero with the first error, so a sweep with a failure never looks clean.
     # A UsageError (missing data, a bad setting) is also recorded, then shown as one message (training.commands).
-    with command(), ddp_job():
+    with command(), ddp_job(), releasing_gpu():
         failed = True
         try:
             report = train(cfg)

@@ -1,9 +1,13 @@
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from emotion_lightning.data import array_store
+from emotion_lightning.data.array_store import ArrayStore
 from emotion_lightning.data.audio import AudioError, load
 from emotion_lightning.data.waveform_cache import WaveformCache, cache_key
 from tests.helpers.audio import tone, write_clip
@@ -68,6 +72,25 @@ def test_cache_is_reused_and_a_killed_build_is_redone(tmp_path, monkeypatch):
     with pytest.raises(Exception):
         WaveformCache.open_or_build(paths, 16000, tmp_path / "cache")  # stub build wrote nothing
     assert len(builds) == 1
+
+
+def test_processes_asking_for_the_same_store_at_once_build_it_once(tmp_path):
+    # DDP ranks, SLURM tasks or parallel jobs starting together on one cache dir: one builds, the others wait for it
+    builds = []
+
+    def build():
+        builds.append(1)
+        time.sleep(0.3)
+        array_store.write(tmp_path, "k", [np.ones((3, 2), np.float32)], "float32", (2,), {})
+
+    stores = []
+    workers = [threading.Thread(target=lambda: stores.append(ArrayStore.open_or_build(tmp_path, "k", "float32", build)))
+               for _ in range(3)]  # each opens its own lock file, as separate processes do
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(builds) == 1 and len(stores) == 3 and all(np.asarray(store[0]).sum() == 6 for store in stores)
 
 
 def test_cache_key_depends_on_rate_and_file_contents(tmp_path):

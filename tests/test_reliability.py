@@ -1,6 +1,7 @@
 """A killed run resumes to the same result; same seed, same metrics; bad audio never stops a run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import RandomSplit
 from emotion_lightning.models.features import LogMelFrontend
 from emotion_lightning.data.taxonomy import EMOTIONS
+from tests.helpers import fake_slurm
 from tests.helpers.audio import make_ravdess, tone
 from tests.helpers.configs import TINY_WHISPER_OVERRIDE as TINY_WHISPER, emotion_map
 from tests.helpers.training import REPO, run_train
@@ -52,6 +54,13 @@ PATHS = {  # the data paths a run can take, each of which must resume exactly
         "experiment=pretrained_finetune", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER}",
         "audio.clip_seconds=0.5"],
 }
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
+    """Return as soon as `path` exists (or the process ended, or `seconds` passed)."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +102,7 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_ru
     command = [sys.executable, "-m", "emotion_lightning.train", *overrides]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(last, process)
     process.send_signal(signal.SIGKILL)  # at once: every epoch writes last.ckpt, and tiny runs take milliseconds each
     process.wait()
     assert last.exists() and not (run_dir / "metrics.json").exists(), "the run should die before finishing"
@@ -106,6 +113,68 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_ru
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from"] == str(last)
     assert outcome(run_dir) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_ddp_sweep_killed_mid_training_and_run_again_ends_with_the_uninterrupted_metrics(data_dir, tmp_path):
+    # two CPU processes; the whole job (rank 0 and the rank it launched) killed once epoch 0's last.ckpt is written
+    overrides = [o for o in train_overrides(data_dir, tmp_path / "cache", None) if not o.startswith("hydra.run.dir")]
+    command = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *overrides,
+               "trainer.max_epochs=3"]
+    reference = run_train(*command, f"hydra.sweep.dir={tmp_path}/uninterrupted")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    (job,) = [path.parent.name for path in (tmp_path / "uninterrupted").glob("*/metrics.json")]
+
+    sweep = [*command, f"hydra.sweep.dir={tmp_path}/sweep"]
+    process = subprocess.Popen([sys.executable, "-m", "emotion_lightning.train", *sweep], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = tmp_path / "sweep" / job / "checkpoints" / "last.ckpt"
+    wait_for(last, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists() and not (last.parent.parent / "metrics.json").exists(), "the job should die before testing"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] < 2
+
+    again = run_train(*sweep)  # the same command and sweep dir
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((last.parent.parent / "metrics.json").read_text())["resumed_from"] == str(last)
+    assert outcome(last.parent.parent) == outcome(tmp_path / "uninterrupted" / job)
+
+
+@pytest.mark.slow
+def test_a_two_node_slurm_job_cancelled_mid_training_and_run_again_ends_as_two_local_processes_do(data_dir, tmp_path):
+    # hydra/launcher=slurm with sbatch/srun/sacct/scancel stand-ins (1 task on each of 2 nodes); one thread per
+    # process, as Lightning's launcher gives 2 local processes on this machine, so that both runs add up alike
+    env = {**fake_slurm.install(tmp_path / "bin"), "OMP_NUM_THREADS": "1"}
+    overrides = [o for o in train_overrides(data_dir, tmp_path / "cache", None) if not o.startswith("hydra.run.dir")]
+    command = ["-m", "trainer=ddp", "trainer.accelerator=cpu", *overrides, "trainer.max_epochs=3"]
+    local = run_train(*command, "trainer.devices=2", f"hydra.sweep.dir={tmp_path}/local", env=env)
+    assert local.returncode == 0, local.stderr[-3000:]
+    (job,) = [path.parent.name for path in (tmp_path / "local").glob("*/metrics.json")]
+
+    slurm = [*command, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "trainer.devices=1",
+             "trainer.num_nodes=2", f"hydra.sweep.dir={tmp_path}/sweep"]
+    with open(tmp_path / "sweep.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "emotion_lightning.train", *slurm], cwd=REPO, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    last = tmp_path / "sweep" / job / "checkpoints" / "last.ckpt"
+    wait_for(last, process)
+    tasks = "".join(path.read_text()[-2000:] for path in sorted((tmp_path / "sweep").glob(".submitit/*/*_log.err")))
+    assert last.exists(), (tmp_path / "sweep.log").read_text()[-3000:] + tasks
+    (job_id,) = [path.stem[4:] for path in (tmp_path / "bin").glob("job_*.pid")]
+    subprocess.run(["scancel", job_id], env=env, check=True)  # both tasks killed at once
+    process.kill()  # and the sweep command with them (submitit would wait a minute for the job's result first)
+    process.wait()
+    assert not (last.parent.parent / "metrics.json").exists()
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] < 2
+
+    again = run_train(*slurm, env=env)  # the same command and sweep dir
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed, uninterrupted = outcome(last.parent.parent), outcome(tmp_path / "local" / job)
+    assert resumed["metrics"].pop("settings")["trainer.num_nodes"] == 2
+    assert uninterrupted["metrics"].pop("settings")["trainer.devices"] == 2
+    assert json.loads((last.parent.parent / "metrics.json").read_text())["resumed_from"] == str(last)
+    assert resumed == uninterrupted
 
 
 @pytest.mark.slow

@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict, read_write
 
+from emotion_lightning.training.distributed import local_rank, process_rank, rank_zero
+from emotion_lightning.training.gpu_slots import free_gpu, releasing_gpu, take_gpu
 from emotion_lightning.training.resolvers import job_device
+from tests.helpers import fake_slurm
 from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,13 +76,52 @@ def tiny_sweep(data_dir, tmp_path_factory, wandb_env):
     return sweep, sweep.parent / "report"
 
 
-def test_job_device_is_round_robin_over_visible_gpus_else_cpu():
-    assert [job_device("devices", job=job, gpus=2) for job in range(5)] == [[0], [1], [0], [1], [0]]
-    assert (job_device("accelerator", job=3, gpus=1), job_device("devices", job=3, gpus=1)) == ("gpu", [0])
-    assert (job_device("accelerator", job=3, gpus=0), job_device("devices", job=3, gpus=0),
-            job_device("precision", job=3, gpus=0)) == ("cpu", 1, "32-true")
+def test_job_device_is_gpu_zero_in_a_single_run_else_the_cpu():
+    assert (job_device("accelerator", gpus=2), job_device("devices", gpus=2), job_device("precision", gpus=2)) == (
+        "gpu", [0], "16-mixed")
+    assert (job_device("accelerator", gpus=0), job_device("devices", gpus=0),
+            job_device("precision", gpus=0)) == ("cpu", 1, "32-true")
     with pytest.raises(ValueError, match="job_device:device.*accelerator"):
-        job_device("device", job=0, gpus=0)
+        job_device("device", gpus=0)
+
+
+def test_parallel_jobs_take_the_gpu_the_fewest_running_jobs_hold_and_free_it_when_they_end(tmp_path):
+    # each lock file is opened on its own, as by the parallel launcher's worker processes
+    jobs = {job: take_gpu(tmp_path, gpus=2, job=job) for job in (0, 1)}
+    assert [gpu for gpu, _ in jobs.values()] == [0, 1]
+    free_gpu(jobs.pop(1)[1])  # job 1 ended first: job 2 gets its GPU (by job number it would share GPU 0)
+    jobs[2] = take_gpu(tmp_path, gpus=2, job=2)
+    jobs[3] = take_gpu(tmp_path, gpus=2, job=3)  # both GPUs busy: the lowest of the least held
+    assert (jobs[2][0], jobs[3][0]) == (1, 0)
+    jobs[3][1].close()  # a job whose process died: its lock is gone, its file is cleaned up by the next choice
+    jobs[4] = take_gpu(tmp_path, gpus=2, job=4)
+    assert jobs[4][0] == 0 and not (tmp_path / "gpu0.job3").exists()
+    assert sorted(path.name for path in tmp_path.glob("gpu*")) == ["gpu0.job0", "gpu0.job4", "gpu1.job2"]
+
+
+def as_multirun_job(number: int):
+    """The composed config's Hydra settings as those of job `number` of a multirun."""
+    hydra = HydraConfig.get()
+    with read_write(hydra), open_dict(hydra):
+        hydra.mode, hydra.job.num = RunMode.MULTIRUN, number
+    return hydra
+
+
+def test_a_parallel_sweep_job_holds_its_gpu_until_it_ends_and_shares_the_memory_rule(compose_train, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    parallel = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=6"]
+    cfg = compose_train([*parallel, "trainer=auto"])
+    slots = Path(as_multirun_job(5).sweep.dir) / ".gpu_slots"
+    with releasing_gpu():
+        assert cfg.trainer.devices == [0] and cfg.trainer.devices == [0]  # taken once, held
+        assert [path.name for path in slots.glob("*/gpu*")] == ["gpu0.job5"]
+        # 6 jobs at once over 2 GPUs: 3 share each GPU's free memory, a third of a single job's quarter each
+        assert cfg.data.resident_fraction == pytest.approx(0.25 / 3)
+    assert not list(slots.glob("*/gpu*"))  # freed when the job ended
+    cpu = compose_train([*parallel, "trainer=cpu"])
+    as_multirun_job(0)
+    assert cpu.data.resident_fraction == pytest.approx(0.25 / 6)  # all 6 jobs share the machine's memory
+    assert compose_train(["trainer=auto"]).data.resident_fraction == 0.25  # a single run
 
 
 @pytest.mark.slow
@@ -194,6 +240,26 @@ def test_ddp_trains_one_job_in_two_cpu_processes_scoring_every_clip_once(data_di
         metrics["best_val_ua"], abs=1e-6)
 
 
+def drawn_from_seed(draws: list, seed: int, within: int = 16) -> bool:
+    """Whether `draws` are consecutive uniform draws among the first `within` of torch's generator seeded `seed`."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    stream = torch.rand(within, dtype=torch.float64, generator=generator).tolist()
+    return any(stream[start:start + len(draws)] == draws for start in range(within - len(draws) + 1))
+
+
+@pytest.mark.slow
+def test_each_ddp_rank_draws_its_crops_from_its_own_seed_and_rank_zero_from_the_run_s_seed(data_dir, tmp_path):
+    result = run_module("emotion_lightning.train", *DDP, *quick(data_dir, tmp_path / "cache"), "logger=none", "seed=7",
+                        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                        "+callbacks.draws._target_=tests.helpers.callbacks.RecordRandomDraws",
+                        f"+callbacks.draws.folder={tmp_path}/draws", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    draws = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "draws").glob("*.json")}
+    assert set(draws) == {"rank0", "rank1"} and draws["rank0"] != draws["rank1"]
+    assert drawn_from_seed(draws["rank0"], 7) and drawn_from_seed(draws["rank1"], 8)  # seed + rank
+
+
 @pytest.mark.slow
 def test_eval_of_a_checkpoint_in_two_processes_equals_one_process(trained_checkpoint, data_dir, tmp_path):
     # a noise condition (seeded per clip) on 15 test clips: one padded clip counted twice changed every score
@@ -249,6 +315,58 @@ def test_ddp_fine_tunes_a_layer_subset_of_an_encoder(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+
+
+LAUNCH = ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+          "SLURM_JOB_NAME")
+
+
+@pytest.mark.parametrize("variables, num_nodes, rank, local", [
+    ({}, 1, 0, 0),  # one process
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, 1, 1, 1),  # Lightning's launcher, one machine
+    ({"LOCAL_RANK": "1", "NODE_RANK": "1", "WORLD_SIZE": "4"}, 2, 3, 1),  # 2 per machine: machine 1's second
+    ({"NODE_RANK": "1", "WORLD_SIZE": "4"}, 2, 2, 0),  # machine 1's first process, started by hand
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1"}, 2, 3, 1),  # SLURM's 4th task
+    ({"RANK": "5", "LOCAL_RANK": "1"}, 2, 5, 1),  # torchrun
+])
+def test_process_rank_is_lightnings_global_rank_before_any_trainer(variables, num_nodes, rank, local, monkeypatch):
+    for name in LAUNCH:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert (process_rank(num_nodes), local_rank(), rank_zero()) == (rank, local, rank == 0)
+
+
+def test_the_tasks_srun_starts_of_one_job_share_a_run_dir_named_by_slurm_job_and_step(compose_train, monkeypatch):
+    for name in LAUNCH:
+        monkeypatch.delenv(name, raising=False)
+    assert "/runs/slurm" not in compose_train().hydra.run.dir  # named by time
+    for name, value in {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert compose_train().hydra.run.dir.endswith("/runs/slurm4242.1_resnet_ravdess_speaker_independent_seed0")
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # an salloc shell: runs started by hand, named by time
+    assert "/runs/slurm" not in compose_train().hydra.run.dir
+
+
+@pytest.mark.slow
+def test_a_two_node_slurm_job_through_the_submitit_launcher_trains_and_tests_every_clip_once(data_dir, tmp_path):
+    # sbatch, srun and sacct stand-ins start the 2 tasks SLURM would (1 per node) as local processes, gloo over
+    # 127.0.0.1; Lightning reads SLURM's variables and checks them against trainer.devices and trainer.num_nodes
+    sweep = tmp_path / "sweep"
+    result = run_module("emotion_lightning.train", "-m", "hydra/launcher=slurm", "trainer=ddp",
+                        "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+                        "hydra.launcher.gpus_per_node=0", *quick(data_dir, tmp_path / "cache"), "logger=none",
+                        f"hydra.sweep.dir={sweep}", env=fake_slurm.install(tmp_path / "bin"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (submission,) = sweep.glob(".submitit/*/*_submission.sh")
+    assert "#SBATCH --nodes=2" in submission.read_text() and "#SBATCH --ntasks-per-node=1" in submission.read_text()
+    logs = {task: "".join(path.read_text() for path in submission.parent.glob(f"*_{task}_log.*")) for task in (0, 1)}
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1] and "[rank: 1] Seed set to 1" in logs[1]  # node 1's task
+    (metrics_path,) = tmp_path.rglob("metrics.json")  # one job, its files written once
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["settings"]["trainer.num_nodes"] == 2 and metrics["clips"]["test"] == 15
+    assert metrics["tested_clips"] == 15 == sum(map(sum, metrics["confusion_matrix"]))
+    assert not list(sweep.rglob("failure.json"))
 
 
 def test_ddp_precision_is_mixed_on_gpus_and_full_on_cpu_processes(compose_train, monkeypatch):

@@ -213,6 +213,24 @@ def test_cached_features_give_the_audio_path_s_logits_for_an_uncropped_clip(tmp_
             assert torch.allclose(from_cache, from_audio, atol=tolerance), (dtype, from_cache - from_audio)
 
 
+def test_under_mixed_precision_the_frozen_encoder_runs_in_float32_from_the_cache_and_from_audio(tmp_path):
+    # the cache's one-off pass runs in float32; under bf16-mixed (or 16-mixed) the test's audio path does too
+    network = tiny_whisper()
+    waves = waveform_store(tmp_path, [8000])
+    store, _ = frozen_features(network, waves, tmp_path / "cache", dtype="float32")
+    audio, cached = torch.from_numpy(np.asarray(waves[0]))[None], torch.from_numpy(np.asarray(store[0]))[None]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = network.encode(audio)
+        from_audio, from_cache = network(audio), network(cached)
+        states = network.encoder(network.whisper_mel(audio), output_hidden_states=True).hidden_states
+        under_autocast = torch.stack([states[layer] for layer in network.layers], dim=2).float()
+    assert hidden.dtype == torch.float32 and torch.allclose(hidden, cached, atol=1e-5)
+    assert (under_autocast - cached).abs().max() > 1e-4  # the encoder under autocast: 10x further from the cache
+    # the layer mix and head run in bfloat16 on both paths (as in training), on inputs equal to 1e-5: their logits
+    # agree within a step of bfloat16's rounding (8 significant bits: 2^-8 relative, twice that allowed)
+    torch.testing.assert_close(from_cache, from_audio, rtol=2 ** -7, atol=1e-3)
+
+
 def test_long_clips_are_encoded_in_windows_and_cropped_in_frames(tmp_path):
     assert whisper_windows(8000, 25, 320) == (25, [(0, 25)])
     assert whisper_windows(8000 + 321, 25, 320) == (27, [(0, 25), (640, 2)])  # the last window ends at the clip's end

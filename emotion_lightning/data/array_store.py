@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from emotion_lightning.data.atomic import atomic_path, write_text
+from emotion_lightning.data.atomic import atomic_path, exclusive, write_text
 
 SUFFIXES = {"float32": "f32", "float16": "f16"}
 
@@ -57,13 +57,22 @@ class ArrayStore:
 
     @classmethod
     def open_or_build(cls, directory: Path, key: str, dtype: str, build: Callable[[], object]):
-        """Open the store under `key`, calling `build()` first when it is absent or unfinished."""
+        """Open the store under `key`, calling `build()` first when it is absent or unfinished. One process builds
+        it; others asking for it meanwhile (DDP ranks, SLURM tasks, parallel jobs) wait and open what it wrote."""
         store = cls.open(directory, key, dtype)
+        if store is not None:
+            return store
+        lock = Path(directory) / f".{key}.lock"
+        try:
+            with exclusive(lock):
+                store = cls.open(directory, key, dtype)
+                if store is None:
+                    build()
+                    store = cls.open(directory, key, dtype)
+        finally:
+            lock.unlink(missing_ok=True)  # whoever waited re-checks for the store before building
         if store is None:
-            build()
-            store = cls.open(directory, key, dtype)
-            if store is None:
-                raise RuntimeError(f"building the store {key} under {directory} wrote no complete store")
+            raise RuntimeError(f"building the store {key} under {directory} wrote no complete store")
         return store
 
 

@@ -1,9 +1,10 @@
-"""Writing files so that a killed process never leaves a half-written one behind.
+"""Writing files so that a killed process never leaves a half-written one behind, and one process at a time.
 
 Temporary files and folders are created with the process's umask applied (as `open()` and `mkdir` would), not
 with tempfile's private 0600/0700: the renamed result is an ordinary file that other users and tools can read.
 """
 
+import fcntl
 import os
 import secrets
 from contextlib import contextmanager
@@ -50,3 +51,14 @@ def atomic_path(target: str | Path):
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def exclusive(lock_file: str | Path):
+    """Hold `lock_file`'s lock for the block: one process at a time (others wait). The system drops the lock
+    when its holder dies, so a killed process never blocks the next."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -29,7 +29,7 @@ ADDED_LATER = {"model.label_smoothing": 0.0, "model.network.pooling": "mean", "d
                "model.network.encoder_lr_scale": 1.0, "model.network.layer_decay": 1.0, "model.sweeps": None,
                # calibration changes the reported probabilities, never a label: earlier runs pool with calibrated ones
                # and their checkpoints resume
-               "calibration": "temperature"}
+               "calibration": "temperature", "trainer.num_nodes": 1}
 # What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
 POOLED = ("seed", "split.seed", "split.fold")
 
@@ -55,7 +55,7 @@ def result_settings(config: dict) -> dict:
     """The flattened settings of a resolved run config that can change its result.
 
     A setting of `ADDED_LATER` at its neutral value is left out (runs from before it existed lack it).
-    `trainer.devices` as a list of one GPU index (trainer=auto gives job N GPU N mod GPUs) counts as 1 device:
+    `trainer.devices` as a list of one GPU index (trainer=auto gives a sweep's job one GPU) counts as 1 device:
     which GPU ran a job does not change it.
     """
     settings = without_neutral({key: value for key, value in flatten(config).items()

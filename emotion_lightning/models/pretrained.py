@@ -191,7 +191,15 @@ class PretrainedEncoderClassifier(nn.Module):
         return self
 
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width)."""
+        """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width). A frozen encoder
+        runs in float32 whatever the trainer's precision (16-mixed, bf16-mixed): its feature cache is computed in
+        float32 once, and the audio path (test, eval, predict) must give the same hidden states."""
+        if not self.freeze_encoder:
+            return self._encode(waveform)
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            return self._encode(waveform.float())
+
+    def _encode(self, waveform: torch.Tensor) -> torch.Tensor:
         if self.is_whisper:
             features = self.whisper_mel(waveform)
             if self.training and self.log_mel_augment is not None:

@@ -2,7 +2,6 @@
 (augmentation and the resolved run config handed over at construction)."""
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.models.augment import split_chain
 from emotion_lightning.models.feature_cache import frozen_features
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
-from emotion_lightning.training.distributed import rank_zero
+from emotion_lightning.training.distributed import local_rank, rank_zero
 from emotion_lightning.training.ensemble_members import member_checkpoints
 from emotion_lightning.training.run_facts import resolved_config
 
@@ -82,13 +81,13 @@ def build_model(cfg: DictConfig, datamodule=None):
 def job_torch_device(cfg: DictConfig) -> torch.device:
     """The device this process's trainer will run on, for work done before the Trainer exists (the frozen encoder's
     one-off pass): the CPU for a CPU trainer, else this process's GPU among `trainer.devices` (GPU k of a sweep job
-    given [k]; under DDP, the GPU of this rank's LOCAL_RANK)."""
+    given [k]; under DDP, the GPU of this process's rank on its machine)."""
     accelerator, devices = str(cfg.trainer.get("accelerator", "cpu")), cfg.trainer.get("devices", 1)
     if accelerator not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
         return torch.device("cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK") or 0)
+    rank = local_rank()
     devices = list(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else None
-    return torch.device("cuda", int(devices[local_rank]) if devices else local_rank)
+    return torch.device("cuda", int(devices[rank]) if devices else rank)
 
 
 def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:

@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from emotion_lightning.data.errors import SettingError
 
@@ -20,11 +20,26 @@ from emotion_lightning.data.errors import SettingError
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
-def process_rank() -> int:
-    """This process's rank in its DDP job (0 without one), known before any Trainer exists: Lightning's reading of
-    RANK, LOCAL_RANK or SLURM's task id, offset by 1000 per NODE_RANK (a launched rank on another node: unique,
-    not dense)."""
-    return rank_zero_only.rank + 1000 * int(os.environ.get("NODE_RANK") or 0)
+def process_rank(num_nodes: int = 1) -> int:
+    """This process's global rank in its DDP job (0 without one), numbered as Lightning numbers them, known before
+    any Trainer exists: torchelastic's RANK, SLURM's task id, else NODE_RANK x processes per node + LOCAL_RANK
+    (Lightning's own launcher; processes per node = WORLD_SIZE / num_nodes, as a multi-node launch sets them)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if SLURMEnvironment.detect():
+        return int(os.environ["SLURM_PROCID"])
+    per_node = max(1, int(os.environ.get("WORLD_SIZE") or num_nodes) // max(1, num_nodes))
+    return int(os.environ.get("NODE_RANK") or 0) * per_node + local_rank()
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (0 without DDP): LOCAL_RANK, or SLURM's SLURM_LOCALID for tasks SLURM
+    started; it picks the machine's GPU."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    if SLURMEnvironment.detect():
+        return int(os.environ.get("SLURM_LOCALID") or 0)
+    return 0
 
 
 def rank_zero() -> bool:
