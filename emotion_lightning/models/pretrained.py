@@ -8,14 +8,14 @@ The encoder is frozen or fine-tuned; a Wav2Vec2-style CNN feature encoder always
 
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from emotion_lightning.data.errors import MissingFileError, SettingError
 from torch import nn
-from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
+from transformers import WhisperFeatureExtractor
+
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.models.encoders import load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +37,6 @@ class WhisperLogMel(nn.Module):
             log_mel = torch.clamp(self.mel_filters.T @ power, min=1e-10).log10()
             log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
             return (log_mel + 4.0) / 4.0
-
-
-def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
-    """A transformers model from a local folder or hub id, or randomly initialised from `config`
-    (a dict with `model_type` and the sizes; used for tests and for training from scratch)."""
-    if checkpoint is None:
-        if not config:
-            raise SettingError("model.network: give checkpoint (a local folder or hub id) or config (model_type + sizes)")
-        config = dict(config)
-        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-    try:
-        return AutoModel.from_pretrained(checkpoint, dtype=torch.float32)  # some checkpoints ship float16
-    except (OSError, ValueError) as error:
-        where = "the folder does not exist" if not Path(checkpoint).exists() and "/" in checkpoint and \
-            Path(checkpoint).is_absolute() else "it is neither a readable local folder nor reachable on the hub"
-        raise MissingFileError(
-            f"cannot load the pretrained encoder model.network.checkpoint={checkpoint!r}: {where} ({error}). "
-            "Download it on a machine with internet (e.g. `hf download facebook/wav2vec2-base "
-            "--local-dir DIR`) and set model.network.checkpoint=DIR (or EMOTION_MODELS_DIR for the defaults)."
-        ) from None
 
 
 class PretrainedEncoderClassifier(nn.Module):
@@ -84,13 +64,13 @@ class PretrainedEncoderClassifier(nn.Module):
         self.log_mel_augment: nn.Module | None = None  # SpecAugment on Whisper's log-mel (fine-tuning only)
         if sample_rate != 16000:
             raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
-        model = load_pretrained(checkpoint, config)
+        model = load_encoder(checkpoint, config)
         if hasattr(model.config, "layerdrop"):
             model.config.layerdrop = 0.0  # skipped layers would drop hidden states from the layer mix
         self.is_whisper = model.config.model_type == "whisper"
         self.freeze_encoder = freeze_encoder
         if self.is_whisper:
-            self.encoder = model.get_encoder()
+            self.encoder = model  # the encoder alone (models/encoders.py)
             extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
             self.whisper_mel = WhisperLogMel(extractor.mel_filters, extractor.n_fft, extractor.hop_length)
             frames = 3000 if whisper_pad_to_30s else int(round(clip_seconds * sample_rate / extractor.hop_length))
