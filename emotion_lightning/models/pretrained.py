@@ -12,6 +12,7 @@ import re
 import numpy as np
 import torch
 from torch import nn
+from torchaudio.transforms import TimeMasking
 from transformers import WhisperFeatureExtractor
 
 from emotion_lightning.data.errors import SettingError
@@ -47,15 +48,23 @@ class PretrainedEncoderClassifier(nn.Module):
     about 10x less compute for 3 s clips; `true` pads every clip to 30 s as in speech recognition.
 
     `layers` picks the hidden states the mix reads (0 = the embeddings; default all). The input is a waveform
-    batch (batch, samples), or the kept hidden states themselves (batch, frames, layers, width): what a frozen
-    encoder's feature cache stores (models/feature_cache.py), so epochs then run only the mix and the head.
+    batch (batch, samples), or the hidden states a feature cache stores (models/feature_cache.py), (batch, frames,
+    layers, width): a frozen encoder's kept ones, so epochs then run only the mix and the head.
+
+    Partial fine-tuning (Whisper, `freeze_encoder=false`, `frozen_layers=k`): the log-mel convolutions, positions
+    and the lower k layers stay frozen; the feature cache stores hidden state k alone (batch, frames, 1, width),
+    and epochs run layers k+1.., the layer mix and the head on it. The mix then reads hidden states k.. only
+    (lower ones would multiply the cache, and they reach layer k anyway). In training, `frame_masks` spans of
+    up to `frame_mask_width` frames of those cached states are set to 0 (time masking on the states, as SpecAugment
+    does on a log-mel, which the cached path never sees).
     """
 
     def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
                  freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
                  whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1,
                  layers: list[int] | None = None, pooling: str = "mean", encoder_lr_scale: float = 1.0,
-                 layer_decay: float = 1.0):
+                 layer_decay: float = 1.0, frozen_layers: int | None = None, frame_masks: int = 0,
+                 frame_mask_width: int = 10):
         super().__init__()
         if encoder_lr_scale <= 0 or not 0 < layer_decay <= 1:
             raise SettingError(f"model.network.encoder_lr_scale={encoder_lr_scale} must be > 0 and "
@@ -82,11 +91,20 @@ class PretrainedEncoderClassifier(nn.Module):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         available = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer
-        self.layers = list(range(available)) if layers is None else [int(layer) for layer in layers]
-        if not self.layers or any(not 0 <= layer < available for layer in self.layers):
-            raise ValueError(f"model.network.layers={layers}: pick hidden states among 0..{available - 1} "
-                             "(0 = the embeddings), or null for all")
+        self.frozen_layers = self._check_partial(frozen_layers, frame_masks, available - 1)
+        lowest = self.frozen_layers or 0
+        self.layers = list(range(lowest, available)) if layers is None else [int(layer) for layer in layers]
+        if not self.layers or any(not lowest <= layer < available for layer in self.layers):
+            below = f"; model.network.frozen_layers={lowest} caches hidden state {lowest} alone" if lowest else ""
+            raise ValueError(f"model.network.layers={layers}: pick hidden states among {lowest}..{available - 1} "
+                             f"(0 = the embeddings{below}), or null for all")
         self._freeze_layers_above(max(self.layers))
+        if self.frozen_layers is not None:
+            self._freeze_layers_below(self.frozen_layers)
+        # what a feature cache stores for this network: none when the whole encoder is fine-tuned
+        self.cached_layers = self.layers if freeze_encoder else None if self.frozen_layers is None \
+            else [self.frozen_layers]
+        self.frame_masks = nn.Sequential(*[TimeMasking(frame_mask_width, iid_masks=True) for _ in range(frame_masks)])
         self.width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
         self.sample_rate, self.clip_samples = sample_rate, int(round(clip_seconds * sample_rate))
         if pooling not in ("mean", "attention"):
@@ -111,6 +129,19 @@ class PretrainedEncoderClassifier(nn.Module):
         self.encoder.embed_positions.requires_grad_(False)
         self.encoder.config.max_source_positions = positions
         self.input_frames = 2 * positions
+
+    def _check_partial(self, frozen_layers: int | None, frame_masks: int, depth: int) -> int | None:
+        if frozen_layers is None:
+            if frame_masks:
+                raise SettingError("model.network.frame_masks masks the cached hidden states of partial fine-tuning; "
+                                   "set model.network.frozen_layers too (or use augment=specaugment on a fine-tuned "
+                                   "Whisper)")
+            return None
+        if not self.is_whisper or self.freeze_encoder or not 0 <= frozen_layers < depth:
+            raise SettingError(f"model.network.frozen_layers={frozen_layers}: partial fine-tuning takes a Whisper "
+                               f"encoder with freeze_encoder=false and 0 <= frozen_layers < {depth} (its layers); "
+                               "freeze_encoder=true freezes them all")
+        return int(frozen_layers)
 
     def augment_log_mel(self, spec_augment: nn.Module) -> None:
         """Mask Whisper's log-mel in training steps (SpecAugment). Only a fine-tuned encoder sees it: a frozen
@@ -143,6 +174,14 @@ class PretrainedEncoderClassifier(nn.Module):
             if (index and int(index.group(1)) >= top) or (top_norm and name.startswith(top_norm)):
                 parameter.requires_grad_(False)
 
+    def _freeze_layers_below(self, lowest: int) -> None:
+        """Partial fine-tuning: the convolutions, positions and layers below `lowest` stay as pretrained."""
+        stack, _depth, top_norm = self._layer_stack()
+        for name, parameter in self.encoder.named_parameters():
+            index = re.match(rf"{re.escape(stack)}\.(\d+)\.", name)
+            if not (index and int(index.group(1)) >= lowest or top_norm and name.startswith(top_norm)):
+                parameter.requires_grad_(False)
+
     def parameter_groups(self, lr: float) -> list[dict]:
         """The trainable parameters in groups of one learning rate each: the layer mix and the head at `lr`, the
         encoder at `lr * encoder_lr_scale`, less `layer_decay` for each layer further from the top (layer-wise
@@ -166,12 +205,16 @@ class PretrainedEncoderClassifier(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()  # a frozen encoder keeps its dropout off
+        if self.freeze_encoder or self.frozen_layers is not None:
+            self.encoder.eval()  # a frozen encoder (or frozen part) keeps its dropout off
+        if self.frozen_layers is not None:
+            self.encoder.layers[self.frozen_layers:].train(mode)
+            self.encoder.layer_norm.train(mode)
         return self
 
-    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width)."""
+    def encode(self, waveform: torch.Tensor, layers: list[int] | None = None) -> torch.Tensor:
+        """Waveform (batch, samples) -> the hidden states `layers` (default: the kept ones), (batch, frames, layers,
+        width)."""
         if self.is_whisper:
             features = self.whisper_mel(waveform)
             if self.training and self.log_mel_augment is not None:
@@ -181,7 +224,22 @@ class PretrainedEncoderClassifier(nn.Module):
         else:
             normalised = (waveform - waveform.mean(dim=1, keepdim=True)) / (waveform.std(dim=1, keepdim=True) + 1e-7)
             outputs = self.encoder(normalised, output_hidden_states=True)
-        return torch.stack([outputs.hidden_states[layer] for layer in self.layers], dim=2)
+        return torch.stack([outputs.hidden_states[layer] for layer in (self.layers if layers is None else layers)], dim=2)
+
+    def upper(self, state: torch.Tensor) -> torch.Tensor:
+        """Partial fine-tuning: hidden state k (batch, frames, width) -> the kept hidden states (batch, frames,
+        layers, width), through layers k+1.. and Whisper's final layer norm, as the encoder computes them."""
+        if self.training and len(self.frame_masks):
+            state = self.frame_masks(state.transpose(1, 2)).transpose(1, 2)  # masks over frames, per clip
+        top, depth = max(self.layers), len(self.encoder.layers)
+        state = state.to(self.encoder.layer_norm.weight.dtype)
+        states = {self.frozen_layers: state}
+        for index in range(self.frozen_layers, min(top, depth)):
+            state = self.encoder.layers[index](state, None)
+            states[index + 1] = state
+        if top == depth:
+            states[depth] = self.encoder.layer_norm(state)  # the last hidden state is the normed one
+        return torch.stack([states[layer] for layer in self.layers], dim=2)
 
     def classify(self, hidden: torch.Tensor) -> torch.Tensor:
         """Kept hidden states (batch, frames, layers, width) -> logits: softmax-weighted layer mix, pooled over
@@ -198,4 +256,6 @@ class PretrainedEncoderClassifier(nn.Module):
         return self.head((weights[..., None] * mixed).sum(dim=1))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.classify(inputs if inputs.dim() == 4 else self.encode(inputs))
+        if inputs.dim() != 4:
+            return self.classify(self.encode(inputs))
+        return self.classify(inputs if self.frozen_layers is None else self.upper(inputs[:, :, 0]))
