@@ -26,7 +26,8 @@ CLASSES = ["neutral", "happy", "sad", "angry"]
 def test_settings_added_later_at_their_neutral_value_keep_older_runs_the_same_configuration():
     before = {"seed": 0, "model": {"name": "whisper", "network": {"dropout": 0.2}}, "data": {"batch_size": 32}}
     after = {"seed": 0, "model": {"name": "whisper", "label_smoothing": 0.0,
-                                  "network": {"dropout": 0.2, "encoder_lr_scale": 1.0, "layer_decay": 1.0}},
+                                  "network": {"dropout": 0.2, "encoder_lr_scale": 1.0, "layer_decay": 1.0,
+                                              "frozen_layers": None, "frame_masks": 0, "frame_mask_width": 10}},
              "data": {"batch_size": 32, "test_crops": 1}}
     assert identity(result_settings(before)) == identity(result_settings(after))
     assert not differences(result_settings(before), result_settings(after))

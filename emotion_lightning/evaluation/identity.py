@@ -26,7 +26,8 @@ IGNORED = (
 # Settings added after runs existed, with the value that does what runs made before them did: a run config
 # without the key and one with it at this value are the same configuration (they pool, and a checkpoint resumes).
 ADDED_LATER = {"model.label_smoothing": 0.0, "model.network.pooling": "mean", "data.test_crops": 1,
-               "model.network.encoder_lr_scale": 1.0, "model.network.layer_decay": 1.0, "model.sweeps": None}
+               "model.network.encoder_lr_scale": 1.0, "model.network.layer_decay": 1.0, "model.sweeps": None,
+               "model.network.frozen_layers": None, "model.network.frame_masks": 0, "model.network.frame_mask_width": 10}
 # What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
 POOLED = ("seed", "split.seed", "split.fold")
 
