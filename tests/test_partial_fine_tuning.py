@@ -2,6 +2,7 @@
 epochs running the layers above it, with the audio path's results."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,15 @@ def test_a_partial_run_trains_from_the_cache_on_both_data_paths(resident, compos
     masked = compose_train([*overrides, "augment=specaugment"])  # Whisper's log-mel: never seen from the cache
     with pytest.raises(SettingError, match="model.network.frame_masks"):
         use_feature_cache(masked, build_model(masked, datamodule), datamodule)
+
+
+def test_real_whisper_base_s_cached_layer_gives_the_audio_path_s_logits_from_float16_storage():
+    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "whisper-base"
+    if not path.is_dir():
+        pytest.skip(f"real Whisper base not found at {path}")
+    torch.manual_seed(0)
+    network = PretrainedEncoderClassifier(checkpoint=str(path), freeze_encoder=False, frozen_layers=4).eval()
+    clip = torch.from_numpy(tone("angry", 3.0, RATE, seed=0))[None]  # exactly one 3 s crop
+    with torch.no_grad():
+        stored = network.encode(clip, network.cached_layers).half()  # what the feature cache keeps
+        assert torch.allclose(network(stored.float()), network(clip), atol=1e-3)
