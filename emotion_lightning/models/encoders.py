@@ -80,4 +80,5 @@ def whisper_encoder(checkpoint: str, config) -> WhisperEncoder:
     if missing:
         raise ValueError(f"{checkpoint} holds no Whisper encoder weights for {missing[:4]}")
     encoder.load_state_dict({name: stored[name] for name in encoder.state_dict()}, assign=True)
+    encoder.config.dtype = torch.float32  # as from_pretrained(dtype=float32) records it (feature caches keep their keys)
     return encoder.float().eval()
