@@ -26,7 +26,7 @@ test-fast:  ## the suite without the slow tier (no subprocess training, no real 
 # e.g. make bench THROUGHPUT_ARGS=--quick (a smoke run), THROUGHPUT_ARGS="--device cuda" (the ratios on a GPU)
 THROUGHPUT_ARGS ?=
 
-bench:  ## throughput ratios side by side (augmentation, frozen Whisper, pipeline vs network), pipeline speed, a full 30-epoch ResNet run
+bench:  ## throughput ratios side by side (augmentation, frozen Whisper, pipeline vs network, Whisper base top-2 vs full fine-tuning), pipeline speed, a full 30-epoch ResNet run
 	$(PYTHON) benchmarks/throughput.py --data-dir $(BENCH_DATA_DIR) --models-dir $(BENCH_MODELS_DIR) $(THROUGHPUT_ARGS)
 	$(PYTHON) benchmarks/pipeline_speed.py --data-dir $(BENCH_DATA_DIR)
 	$(PYTHON) benchmarks/whisper_window.py --checkpoint $(BENCH_MODELS_DIR)/whisper-tiny.en

@@ -1,12 +1,19 @@
 """Pretrained speech encoders: tiny random configs for every family, the real Whisper tiny.en when present."""
 
+import io
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import WhisperFeatureExtractor
+from safetensors.torch import save_file
+from transformers import (AutoConfig, AutoModel, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                          WhisperModel)
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from emotion_lightning.models.encoders import load_encoder
 from emotion_lightning.models.pretrained import PretrainedEncoderClassifier
 from emotion_lightning.data.taxonomy import EMOTIONS
 from tests.helpers.configs import TINY
@@ -86,3 +93,64 @@ def test_real_whisper_front_end_matches_the_transformers_feature_extractor(whisp
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     assert network.encoder.embed_positions.num_embeddings == 150  # 3 s instead of the 30 s window
     assert network(torch.from_numpy(waveform)[None]).shape == (1, 8)
+
+
+# ---- Whisper checkpoints load their encoder alone ----------------------------------------------------------------
+
+def tiny_whisper_config():
+    config = dict(TINY["whisper"])
+    return AutoConfig.for_model(config.pop("model_type"), **config)
+
+
+@contextmanager
+def transformers_log():
+    """What transformers logs meanwhile (its loggers do not propagate to the root logger)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+
+
+@pytest.mark.parametrize("kind", ["full model (model.encoder.*)", "encoder alone (WhisperEncoder)"])
+def test_a_whisper_checkpoint_builds_its_encoder_alone_from_float16_storage(kind, tmp_path):
+    torch.manual_seed(0)
+    saved = (WhisperForConditionalGeneration(tiny_whisper_config()) if kind.startswith("full") else
+             WhisperEncoder(tiny_whisper_config())).half()
+    saved.save_pretrained(tmp_path)
+    network = PretrainedEncoderClassifier(num_classes=4, checkpoint=str(tmp_path), clip_seconds=1.0)
+    names = [name for name, _ in network.named_modules()] + [name for name, _ in network.named_parameters()]
+    assert not [name for name in names if "decoder" in name]
+    expected = saved.get_encoder() if kind.startswith("full") else saved
+    assert network.encoder.conv1.weight.dtype == torch.float32
+    assert torch.equal(network.encoder.layers[1].fc1.weight, expected.layers[1].fc1.weight.float())
+    assert network(torch.randn(2, 16000)).shape == (2, 4)
+
+
+def test_an_encoder_only_folder_loads_without_a_warning(tmp_path):
+    # the layout of ../shared/models/whisper-base: WhisperModel's config, the encoder's weights alone, float16
+    torch.manual_seed(0)
+    model = WhisperModel(tiny_whisper_config())
+    model.config.save_pretrained(tmp_path)
+    save_file({key: value.half().contiguous() for key, value in model.state_dict().items() if key.startswith("encoder.")},
+              str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with transformers_log() as plain:
+        AutoModel.from_pretrained(tmp_path)
+    assert "decoder" in plain.getvalue()  # what transformers says of the decoder it initialises at random
+    with transformers_log() as ours:
+        encoder = load_encoder(str(tmp_path), None)
+    assert ours.getvalue() == "" and isinstance(encoder, WhisperEncoder)
+    assert torch.equal(encoder.layers[0].fc2.weight, model.encoder.layers[0].fc2.weight.half().float())
+
+
+def test_real_whisper_base_encoder_only_folder_loads_without_a_warning():
+    path = SHARED_MODELS / "whisper-base"
+    if not path.is_dir():
+        pytest.skip(f"real Whisper base not found at {path}")
+    with transformers_log() as said:
+        encoder = load_encoder(str(path), None)
+    assert said.getvalue() == "" and isinstance(encoder, WhisperEncoder)
+    assert (len(encoder.layers), encoder.config.d_model) == (6, 512)
+    assert sum(p.numel() for p in encoder.parameters()) == 20_590_592  # the encoder's 20.6M, nothing else

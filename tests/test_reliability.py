@@ -50,6 +50,9 @@ PATHS = {  # the data paths a run can take, each of which must resume exactly
                                                                           "callbacks=ema"],
     "frozen whisper from its feature cache": ["model=whisper", "model.network.checkpoint=null",
                                               f"model.network.config={TINY_WHISPER}", "audio.clip_seconds=0.5"],
+    "partial whisper from its cached layer (memory-mapped), frame masks and mixup": [
+        "model=whisper_partial", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER}",
+        "model.network.frozen_layers=1", "audio.clip_seconds=0.5", "augment=mixup", "data.resident=false"],
     "fine-tuned whisper: layer-wise rates, SpecAugment on its log-mel": [
         "experiment=pretrained_finetune", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER}",
         "audio.clip_seconds=0.5"],

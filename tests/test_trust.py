@@ -26,7 +26,8 @@ CLASSES = ["neutral", "happy", "sad", "angry"]
 def test_settings_added_later_at_their_neutral_value_keep_older_runs_the_same_configuration():
     before = {"seed": 0, "model": {"name": "whisper", "network": {"dropout": 0.2}}, "data": {"batch_size": 32}}
     after = {"seed": 0, "model": {"name": "whisper", "label_smoothing": 0.0,
-                                  "network": {"dropout": 0.2, "encoder_lr_scale": 1.0, "layer_decay": 1.0}},
+                                  "network": {"dropout": 0.2, "encoder_lr_scale": 1.0, "layer_decay": 1.0,
+                                              "frozen_layers": None, "frame_masks": 0, "frame_mask_width": 10}},
              "data": {"batch_size": 32, "test_crops": 1}}
     assert identity(result_settings(before)) == identity(result_settings(after))
     assert not differences(result_settings(before), result_settings(after))
@@ -77,7 +78,7 @@ def test_a_1_epoch_and_a_2_epoch_run_are_two_rows_and_one_run_shows_no_spread(tm
     assert set(rows) == {"trainer.max_epochs=1", "trainer.max_epochs=2"}
     assert rows["trainer.max_epochs=2"]["runs"] == 2 and rows["trainer.max_epochs=1"]["runs"] == 1
     table = markdown_table(summary)
-    assert "| trainer.max_epochs=1 | 10 | 1 |  | 0.300 | 0.300 | 0.300 | 1 s |" in table  # no ± 0.000 [0.3, 0.3]
+    assert "| trainer.max_epochs=1 | 10 | 1 |  | 0.300 | 0.300 | 0.300 |  | 1 s |" in table  # no ± 0.000 [0.3, 0.3]
     assert "| trainer.max_epochs=2 | 10 | 2 |  | 0.450 ± 0.071 [0.400, 0.500] |" in table
 
 

@@ -29,7 +29,8 @@ ADDED_LATER = {"model.label_smoothing": 0.0, "model.network.pooling": "mean", "d
                "model.network.encoder_lr_scale": 1.0, "model.network.layer_decay": 1.0, "model.sweeps": None,
                # calibration changes the reported probabilities, never a label: earlier runs pool with calibrated ones
                # and their checkpoints resume
-               "calibration": "temperature", "trainer.num_nodes": 1}
+               "calibration": "temperature", "trainer.num_nodes": 1,
+               "model.network.frozen_layers": None, "model.network.frame_masks": 0, "model.network.frame_mask_width": 10}
 # What a configuration's runs differ in: its seed and its fold (split.seed is the seed, or the folds' fixed seed).
 POOLED = ("seed", "split.seed", "split.fold")
 

@@ -8,14 +8,15 @@ The encoder is frozen or fine-tuned; a Wav2Vec2-style CNN feature encoder always
 
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from emotion_lightning.data.errors import MissingFileError, SettingError
 from torch import nn
-from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor
+from torchaudio.transforms import TimeMasking
+from transformers import WhisperFeatureExtractor
+
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.models.encoders import load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +40,6 @@ class WhisperLogMel(nn.Module):
             return (log_mel + 4.0) / 4.0
 
 
-def load_pretrained(checkpoint: str | None, config: dict | None) -> nn.Module:
-    """A transformers model from a local folder or hub id, or randomly initialised from `config`
-    (a dict with `model_type` and the sizes; used for tests and for training from scratch)."""
-    if checkpoint is None:
-        if not config:
-            raise SettingError("model.network: give checkpoint (a local folder or hub id) or config (model_type + sizes)")
-        config = dict(config)
-        return AutoModel.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-    try:
-        return AutoModel.from_pretrained(checkpoint, dtype=torch.float32)  # some checkpoints ship float16
-    except (OSError, ValueError) as error:
-        where = "the folder does not exist" if not Path(checkpoint).exists() and "/" in checkpoint and \
-            Path(checkpoint).is_absolute() else "it is neither a readable local folder nor reachable on the hub"
-        raise MissingFileError(
-            f"cannot load the pretrained encoder model.network.checkpoint={checkpoint!r}: {where} ({error}). "
-            "Download it on a machine with internet (e.g. `hf download facebook/wav2vec2-base "
-            "--local-dir DIR`) and set model.network.checkpoint=DIR (or EMOTION_MODELS_DIR for the defaults)."
-        ) from None
-
-
 class PretrainedEncoderClassifier(nn.Module):
     """Waveform (batch, samples) -> logits, through a pretrained speech encoder.
 
@@ -67,15 +48,23 @@ class PretrainedEncoderClassifier(nn.Module):
     about 10x less compute for 3 s clips; `true` pads every clip to 30 s as in speech recognition.
 
     `layers` picks the hidden states the mix reads (0 = the embeddings; default all). The input is a waveform
-    batch (batch, samples), or the kept hidden states themselves (batch, frames, layers, width): what a frozen
-    encoder's feature cache stores (models/feature_cache.py), so epochs then run only the mix and the head.
+    batch (batch, samples), or the hidden states a feature cache stores (models/feature_cache.py), (batch, frames,
+    layers, width): a frozen encoder's kept ones, so epochs then run only the mix and the head.
+
+    Partial fine-tuning (Whisper, `freeze_encoder=false`, `frozen_layers=k`): the log-mel convolutions, positions
+    and the lower k layers stay frozen; the feature cache stores hidden state k alone (batch, frames, 1, width),
+    and epochs run layers k+1.., the layer mix and the head on it. The mix then reads hidden states k.. only
+    (lower ones would multiply the cache, and they reach layer k anyway). In training, `frame_masks` spans of
+    up to `frame_mask_width` frames of those cached states are set to 0 (time masking on the states, as SpecAugment
+    does on a log-mel, which the cached path never sees).
     """
 
     def __init__(self, num_classes: int = 8, checkpoint: str | None = None, config: dict | None = None,
                  freeze_encoder: bool = True, clip_seconds: float = 3.0, sample_rate: int = 16000,
                  whisper_pad_to_30s: bool = False, head_hidden: int = 256, dropout: float = 0.1,
                  layers: list[int] | None = None, pooling: str = "mean", encoder_lr_scale: float = 1.0,
-                 layer_decay: float = 1.0):
+                 layer_decay: float = 1.0, frozen_layers: int | None = None, frame_masks: int = 0,
+                 frame_mask_width: int = 10):
         super().__init__()
         if encoder_lr_scale <= 0 or not 0 < layer_decay <= 1:
             raise SettingError(f"model.network.encoder_lr_scale={encoder_lr_scale} must be > 0 and "
@@ -84,13 +73,13 @@ class PretrainedEncoderClassifier(nn.Module):
         self.log_mel_augment: nn.Module | None = None  # SpecAugment on Whisper's log-mel (fine-tuning only)
         if sample_rate != 16000:
             raise SettingError(f"pretrained speech encoders take 16 kHz audio; set audio.sample_rate=16000 (got {sample_rate})")
-        model = load_pretrained(checkpoint, config)
+        model = load_encoder(checkpoint, config)
         if hasattr(model.config, "layerdrop"):
             model.config.layerdrop = 0.0  # skipped layers would drop hidden states from the layer mix
         self.is_whisper = model.config.model_type == "whisper"
         self.freeze_encoder = freeze_encoder
         if self.is_whisper:
-            self.encoder = model.get_encoder()
+            self.encoder = model  # the encoder alone (models/encoders.py)
             extractor = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
             self.whisper_mel = WhisperLogMel(extractor.mel_filters, extractor.n_fft, extractor.hop_length)
             frames = 3000 if whisper_pad_to_30s else int(round(clip_seconds * sample_rate / extractor.hop_length))
@@ -102,11 +91,20 @@ class PretrainedEncoderClassifier(nn.Module):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         available = self.encoder.config.num_hidden_layers + 1  # the embeddings plus every layer
-        self.layers = list(range(available)) if layers is None else [int(layer) for layer in layers]
-        if not self.layers or any(not 0 <= layer < available for layer in self.layers):
-            raise ValueError(f"model.network.layers={layers}: pick hidden states among 0..{available - 1} "
-                             "(0 = the embeddings), or null for all")
+        self.frozen_layers = self._check_partial(frozen_layers, frame_masks, available - 1)
+        lowest = self.frozen_layers or 0
+        self.layers = list(range(lowest, available)) if layers is None else [int(layer) for layer in layers]
+        if not self.layers or any(not lowest <= layer < available for layer in self.layers):
+            below = f"; model.network.frozen_layers={lowest} caches hidden state {lowest} alone" if lowest else ""
+            raise ValueError(f"model.network.layers={layers}: pick hidden states among {lowest}..{available - 1} "
+                             f"(0 = the embeddings{below}), or null for all")
         self._freeze_layers_above(max(self.layers))
+        if self.frozen_layers is not None:
+            self._freeze_layers_below(self.frozen_layers)
+        # what a feature cache stores for this network: none when the whole encoder is fine-tuned
+        self.cached_layers = self.layers if freeze_encoder else None if self.frozen_layers is None \
+            else [self.frozen_layers]
+        self.frame_masks = nn.Sequential(*[TimeMasking(frame_mask_width, iid_masks=True) for _ in range(frame_masks)])
         self.width = self.encoder.config.hidden_size if not self.is_whisper else self.encoder.config.d_model
         self.sample_rate, self.clip_samples = sample_rate, int(round(clip_seconds * sample_rate))
         if pooling not in ("mean", "attention"):
@@ -131,6 +129,19 @@ class PretrainedEncoderClassifier(nn.Module):
         self.encoder.embed_positions.requires_grad_(False)
         self.encoder.config.max_source_positions = positions
         self.input_frames = 2 * positions
+
+    def _check_partial(self, frozen_layers: int | None, frame_masks: int, depth: int) -> int | None:
+        if frozen_layers is None:
+            if frame_masks:
+                raise SettingError("model.network.frame_masks masks the cached hidden states of partial fine-tuning; "
+                                   "set model.network.frozen_layers too (or use augment=specaugment on a fine-tuned "
+                                   "Whisper)")
+            return None
+        if not self.is_whisper or self.freeze_encoder or not 0 <= frozen_layers < depth:
+            raise SettingError(f"model.network.frozen_layers={frozen_layers}: partial fine-tuning takes a Whisper "
+                               f"encoder with freeze_encoder=false and 0 <= frozen_layers < {depth} (its layers); "
+                               "freeze_encoder=true freezes them all")
+        return int(frozen_layers)
 
     def augment_log_mel(self, spec_augment: nn.Module) -> None:
         """Mask Whisper's log-mel in training steps (SpecAugment). Only a fine-tuned encoder sees it: a frozen
@@ -163,6 +174,14 @@ class PretrainedEncoderClassifier(nn.Module):
             if (index and int(index.group(1)) >= top) or (top_norm and name.startswith(top_norm)):
                 parameter.requires_grad_(False)
 
+    def _freeze_layers_below(self, lowest: int) -> None:
+        """Partial fine-tuning: the convolutions, positions and layers below `lowest` stay as pretrained."""
+        stack, _depth, top_norm = self._layer_stack()
+        for name, parameter in self.encoder.named_parameters():
+            index = re.match(rf"{re.escape(stack)}\.(\d+)\.", name)
+            if not (index and int(index.group(1)) >= lowest or top_norm and name.startswith(top_norm)):
+                parameter.requires_grad_(False)
+
     def parameter_groups(self, lr: float) -> list[dict]:
         """The trainable parameters in groups of one learning rate each: the layer mix and the head at `lr`, the
         encoder at `lr * encoder_lr_scale`, less `layer_decay` for each layer further from the top (layer-wise
@@ -186,20 +205,23 @@ class PretrainedEncoderClassifier(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()  # a frozen encoder keeps its dropout off
+        if self.freeze_encoder or self.frozen_layers is not None:
+            self.encoder.eval()  # a frozen encoder (or frozen part) keeps its dropout off
+        if self.frozen_layers is not None:
+            self.encoder.layers[self.frozen_layers:].train(mode)
+            self.encoder.layer_norm.train(mode)
         return self
 
-    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Waveform (batch, samples) -> the kept hidden states (batch, frames, layers, width). A frozen encoder
-        runs in float32 whatever the trainer's precision (16-mixed, bf16-mixed): its feature cache is computed in
-        float32 once, and the audio path (test, eval, predict) must give the same hidden states."""
+    def encode(self, waveform: torch.Tensor, layers: list[int] | None = None) -> torch.Tensor:
+        """Waveform (batch, samples) -> the hidden states `layers` (default: the kept ones), (batch, frames, layers,
+        width). A frozen encoder runs in float32 whatever the trainer's precision (16-mixed, bf16-mixed): its
+        feature cache is computed in float32 once, and the audio path (test, eval, predict) must give the same."""
         if not self.freeze_encoder:
-            return self._encode(waveform)
+            return self._encode(waveform, layers)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            return self._encode(waveform.float())
+            return self._encode(waveform.float(), layers)
 
-    def _encode(self, waveform: torch.Tensor) -> torch.Tensor:
+    def _encode(self, waveform: torch.Tensor, layers: list[int] | None = None) -> torch.Tensor:
         if self.is_whisper:
             features = self.whisper_mel(waveform)
             if self.training and self.log_mel_augment is not None:
@@ -209,7 +231,22 @@ class PretrainedEncoderClassifier(nn.Module):
         else:
             normalised = (waveform - waveform.mean(dim=1, keepdim=True)) / (waveform.std(dim=1, keepdim=True) + 1e-7)
             outputs = self.encoder(normalised, output_hidden_states=True)
-        return torch.stack([outputs.hidden_states[layer] for layer in self.layers], dim=2)
+        return torch.stack([outputs.hidden_states[layer] for layer in (self.layers if layers is None else layers)], dim=2)
+
+    def upper(self, state: torch.Tensor) -> torch.Tensor:
+        """Partial fine-tuning: hidden state k (batch, frames, width) -> the kept hidden states (batch, frames,
+        layers, width), through layers k+1.. and Whisper's final layer norm, as the encoder computes them."""
+        if self.training and len(self.frame_masks):
+            state = self.frame_masks(state.transpose(1, 2)).transpose(1, 2)  # masks over frames, per clip
+        top, depth = max(self.layers), len(self.encoder.layers)
+        state = state.to(self.encoder.layer_norm.weight.dtype)
+        states = {self.frozen_layers: state}
+        for index in range(self.frozen_layers, min(top, depth)):
+            state = self.encoder.layers[index](state, None)
+            states[index + 1] = state
+        if top == depth:
+            states[depth] = self.encoder.layer_norm(state)  # the last hidden state is the normed one
+        return torch.stack([states[layer] for layer in self.layers], dim=2)
 
     def classify(self, hidden: torch.Tensor) -> torch.Tensor:
         """Kept hidden states (batch, frames, layers, width) -> logits: softmax-weighted layer mix, pooled over
@@ -226,4 +263,6 @@ class PretrainedEncoderClassifier(nn.Module):
         return self.head((weights[..., None] * mixed).sum(dim=1))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.classify(inputs if inputs.dim() == 4 else self.encode(inputs))
+        if inputs.dim() != 4:
+            return self.classify(self.encode(inputs))
+        return self.classify(inputs if self.frozen_layers is None else self.upper(inputs[:, :, 0]))

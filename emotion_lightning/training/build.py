@@ -93,22 +93,28 @@ def job_torch_device(cfg: DictConfig) -> torch.device:
 def use_feature_cache(cfg: DictConfig, model, datamodule) -> bool:
     """A frozen pretrained encoder's train and val clips come from its feature cache (`feature_cache.enabled`):
     hidden states computed once, so epochs run only the layer mix and the head (val from the centre crops' own
-    encodings, equal to the audio path's). The test part stays on audio."""
+    encodings, equal to the audio path's); with its lower layers alone frozen (model.network.frozen_layers), epochs
+    run the layers above them too. The test part stays on audio."""
     settings = cfg.get("feature_cache")
     network = getattr(model, "network", None)
     if not (settings and settings.enabled and isinstance(network, PretrainedEncoderClassifier)
-            and network.freeze_encoder):
+            and network.cached_layers is not None):
         return False
     if getattr(model, "batch_augment", None) is not None:
         raise SettingError("augment.waveform changes the audio every epoch, but the frozen encoder's feature cache "
                            "holds the clean clips' hidden states: set feature_cache.enabled=false to augment through "
                            "the encoder, or use augment=none or augment=mixup")
+    if network.log_mel_augment is not None:
+        raise SettingError("augment.spec_augment masks Whisper's log-mel, which the cached hidden states of "
+                           "model.network.frozen_layers never pass through: mask the cached frames instead "
+                           "(model.network.frame_masks), use augment=mixup, or set feature_cache.enabled=false")
     device = settings.device if settings.device != "auto" else str(job_torch_device(cfg))
     options = {"dtype": settings.dtype, "batch_size": settings.batch_size, "device": device}
     store, frames = frozen_features(network, datamodule.cache, settings.dir, **options)
     centre, _ = frozen_features(network, datamodule.cache, settings.dir, centre_crops=True, **options)
-    # a mean-pooling head needs only each crop's mean over its frames (ResidentCropMeans: no frames copied)
-    crop_means = network.pooling == "mean"
+    # a mean-pooling head on a frozen encoder needs only each crop's mean over its frames (ResidentCropMeans: no
+    # frames copied); layers fine-tuned above the cached one need the frames
+    crop_means = network.pooling == "mean" and network.freeze_encoder
     datamodule.use_features(store, frames, parts=("train",), crop_means=crop_means)
     datamodule.use_features(centre, frames, parts=("val",), crop_means=crop_means)  # scored as eval part=val scores
     return True
