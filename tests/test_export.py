@@ -49,7 +49,7 @@ def test_onnx_graph_holds_the_frontend_and_a_dynamic_batch_axis(onnx_export, fix
     assert batch_axis.dim_param and not batch_axis.dim_value
     metadata = json.loads({p.key: p.value for p in proto.metadata_props}["emotion_lightning"])
     assert metadata == {"classes": ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"],
-                        "sample_rate": 16000, "clip_seconds": 3.0, "model": "resnet"}
+                        "sample_rate": 16000, "clip_seconds": 3.0, "model": "resnet", "temperature": 1.0}
     onnx_predictor = EmotionPredictor.from_onnx(onnx_export)
     for batch in (1, 5):
         probabilities = onnx_predictor.backend(fixture_windows[:batch])

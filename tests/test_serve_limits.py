@@ -245,10 +245,13 @@ def test_a_websocket_frame_over_max_frame_bytes_is_refused_by_the_server():
     with running_server(create_app(make_predictor(vad="none")), **options) as port:
         with connect(f"ws://127.0.0.1:{port}/stream", proxy=None, compression=None) as websocket:
             websocket.send('{"sample_rate": 16000}')
-            websocket.send(bytes(2 * 1024 * 1024))  # under the app's own check (16 MiB by uvicorn's default)
-            with pytest.raises(ConnectionClosedError) as closed:
+            # the server closes (or resets) the connection while the frame is still being sent, or right after; had the
+            # frame reached the app, recv would return the app's JSON error instead of raising
+            with pytest.raises((ConnectionClosedError, ConnectionResetError)) as closed:
+                websocket.send(bytes(2 * 1024 * 1024))  # under the app's own check (16 MiB by uvicorn's default)
                 websocket.recv(timeout=10)
-    assert closed.value.rcvd.code == 1009
+    if isinstance(closed.value, ConnectionClosedError):
+        assert closed.value.rcvd.code == 1009
 
 
 def test_connections_beyond_limit_concurrency_get_503():

@@ -160,8 +160,8 @@ def test_report_has_one_row_per_job_with_the_values_of_its_metrics_json(tiny_swe
     assert markdown.count("| ok |") == 4 and "## Mean test UA under each condition" in markdown
     page = (report / "report.html").read_text()
     # UA per configuration, per-emotion F1 bars, UA per condition, and per configuration (model x condition)
-    # learning curves (logger=csv) and a confusion matrix
-    assert page.count("data:image/png;base64,") == 1 + 1 + 1 + 4 + 4
+    # learning curves (logger=csv), a confusion matrix and a reliability diagram
+    assert page.count("data:image/png;base64,") == 1 + 1 + 1 + 4 + 4 + 4
     assert "src='http" not in page and "<link" not in page  # self-contained: nothing fetched
 
 
@@ -255,9 +255,16 @@ def test_each_ddp_rank_draws_its_crops_from_its_own_seed_and_rank_zero_from_the_
                         "+callbacks.draws._target_=tests.helpers.callbacks.RecordRandomDraws",
                         f"+callbacks.draws.folder={tmp_path}/draws", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 0, result.stderr[-3000:]
-    draws = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "draws").glob("*.json")}
-    assert set(draws) == {"rank0", "rank1"} and draws["rank0"] != draws["rank1"]
+    recorded = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "draws").glob("*.json")}
+    assert set(recorded) == {"rank0", "rank1"}
+    draws = {rank: record["draws"] for rank, record in recorded.items()}
+    assert draws["rank0"] != draws["rank1"]
     assert drawn_from_seed(draws["rank0"], 7) and drawn_from_seed(draws["rank1"], 8)  # seed + rank
+    # ... while both shuffle alike, so that their shards of the training clips cover them all, each once (but the
+    # one clip the sampler repeats when their number is odd)
+    shards = [set(recorded[rank]["clips"]) for rank in ("rank0", "rank1")]
+    clips = json.loads((tmp_path / "run" / "metrics.json").read_text())["clips"]["train"]
+    assert len(shards[0] & shards[1]) == clips % 2 and len(shards[0] | shards[1]) == clips
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The LightningModule: front-end + network, cross-entropy, optimiser and scheduler, metrics."""
 
+import random
 from functools import partial
 from pathlib import Path
 
@@ -184,6 +185,17 @@ class EmotionClassifier(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def on_fit_start(self) -> None:
+        # Under DDP every rank draws its own crops, masks and mixup (the run's seed + its rank). Lightning reseeds all
+        # ranks from PL_GLOBAL_SEED, which stays the run's seed so that the ranks share one shuffle (disjoint
+        # shards); so the per-rank streams are set here, after that reseeding, and only in a fresh run (a resumed
+        # one continues the streams its checkpoint restored).
+        if self.trainer.world_size > 1 and self.trainer.ckpt_path is None and self.run_config:
+            seed = int(self.run_config.get("seed") or 0) + self.global_rank
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
 
     def on_train_start(self) -> None:
         self.temperature = 1.0  # one fitted for weights this training changes (a resumed checkpoint's) holds no more
