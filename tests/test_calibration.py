@@ -25,7 +25,7 @@ from tests.helpers.audio import speech_like
 
 from emotion_lightning.evaluation.calibration import (brier_score, expected_calibration_error, fit_temperature,
                                                       negative_log_likelihood, plot_reliability, probabilities,
-                                                      probabilities_from_log, bin_table)
+                                                      bin_table)
 
 
 def test_ece_nll_and_brier_match_a_computation_by_hand():
@@ -187,7 +187,7 @@ def test_a_file_s_label_does_not_depend_on_the_temperature_however_many_windows(
         entry = predictor.predict_array(audio, 16000)
         assert len(entry["windows"]) == 3 and entry["emotion"] == "b", temperature
         assert [window["emotion"] for window in entry["windows"]] == ["a", "b", "b"]
-        expected = probabilities_from_log(np.log(np.mean(answers, axis=0))[None], temperature)[0]
+        expected = probabilities(np.log(np.mean(answers, axis=0))[None], temperature)[0]
         assert entry["probabilities"]["b"] == pytest.approx(expected[1], abs=1e-6)
 
 

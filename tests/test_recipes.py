@@ -187,7 +187,7 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert cfg.model.scheduler.max_epochs == cfg.trainer.max_epochs and "patience" not in cfg.model.scheduler
         assert cfg.model.label_smoothing > 0
         assert ("ema" in cfg.callbacks) == (experiment == "best_scratch")  # chosen on val for the CNN only
-    if experiment == "best_scratch":  # five conv blocks (chosen on val in session 8); simple_cnn has four
+    if experiment == "best_scratch":  # five conv blocks (chosen on validation); simple_cnn has four
         assert list(cfg.model.network.channels) == [16, 32, 64, 128, 256] and cfg.model.name == "simple_cnn"
         assert instantiate(cfg.model.network)(torch.zeros(2, 1, 64, 94)).shape == (2, 8)
         plain_cnn = compose_train(["model=simple_cnn"]).model

@@ -19,13 +19,9 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / T), row by row. Log-probabilities serve as logits (they differ by a constant per row), so
+    softmax(log p / T) calibrates probabilities p; T = 1 gives p back."""
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
-
-
-def probabilities_from_log(log_probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """softmax(log p / T): the same as softmax(logits / T), since log p differs from the logits by a constant
-    per row; T = 1 gives p back."""
-    return probabilities(log_probabilities, temperature)
 
 
 def bin_table(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> list[dict]:
@@ -44,11 +40,14 @@ def bin_table(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> list[dic
     return table
 
 
-def expected_calibration_error(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> float:
-    """Sum over bins of (share of clips) x |accuracy - mean confidence|."""
-    table = bin_table(probs, true, bins)
+def table_ece(table: list[dict]) -> float:
+    """Sum over a bin table's bins of (share of clips) x |accuracy - mean confidence|."""
     total = sum(row["clips"] for row in table)
     return float(sum(row["clips"] / total * abs(row["accuracy"] - row["confidence"]) for row in table if row["clips"]))
+
+
+def expected_calibration_error(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> float:
+    return table_ece(bin_table(probs, true, bins))
 
 
 def negative_log_likelihood(probs: np.ndarray, true: np.ndarray) -> float:
@@ -97,10 +96,8 @@ def plot_reliability(tables: dict[str, list[dict]], path: str | Path, title: str
     width = 1 / BINS / max(len(tables), 1)
     for offset, (name, table) in enumerate(tables.items()):
         filled = [row for row in table if row["clips"]]
-        ece = sum(row["clips"] * abs(row["accuracy"] - row["confidence"]) for row in filled) / max(
-            sum(row["clips"] for row in filled), 1)
         top.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled], marker="o",
-                 label=f"{name} (ECE {ece:.3f})")
+                 label=f"{name} (ECE {table_ece(table):.3f})")
         bottom.bar([row["low"] + width * (offset + 0.5) for row in table], [row["clips"] for row in table],
                    width=width, label=name)
     top.set_ylabel("accuracy")

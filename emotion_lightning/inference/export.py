@@ -83,8 +83,8 @@ def parity(model: EmotionClassifier, exported: str | Path, waveforms: np.ndarray
     if (fmt or ("onnx" if exported.suffix == ".onnx" else "torchscript")) == "onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-        actual = session.run(None, {"waveform": waveforms})[0]
+        runtime = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+        actual = runtime.run(None, {"waveform": waveforms})[0]
     else:
         with torch.no_grad():
             actual = torch.jit.load(str(exported))(torch.from_numpy(waveforms)).numpy()

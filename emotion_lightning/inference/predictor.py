@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from emotion_lightning.data.audio import (AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, AudioError, DecodeLimits,
                                           channels_last, find_audio_files, load, to_model_rate)
 from emotion_lightning.data.errors import MissingFileError, SettingError
-from emotion_lightning.evaluation.calibration import probabilities_from_log
+from emotion_lightning.evaluation import calibration
 from emotion_lightning.inference.metadata import METADATA_KEY, default_output, metadata
 from emotion_lightning.inference.speech import speech_detector, speech_windows
 from emotion_lightning.inference.windows import cut, window_starts
@@ -79,16 +79,16 @@ class OnnxBackend:
             raise SettingError("device=cuda with backend=onnx needs onnxruntime-gpu (pip install onnxruntime-gpu)")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-        stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.runtime = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        stored = self.runtime.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if stored is None:
             raise SettingError(f"{path} was not written by emotion_lightning.export (no class metadata); export the "
                                "checkpoint with `python -m emotion_lightning.export ckpt=... format=onnx`")
         self.info = json.loads(stored)
-        self.window = self.session.get_inputs()[0].shape[1]
+        self.window = self.runtime.get_inputs()[0].shape[1]
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"waveform": np.ascontiguousarray(windows, dtype=np.float32)})[0]
+        return self.runtime.run(None, {"waveform": np.ascontiguousarray(windows, dtype=np.float32)})[0]
 
 
 class EmotionPredictor:
@@ -267,7 +267,7 @@ class EmotionPredictor:
         before it, as the test of a run averages crops before it, so a file's label never depends on T."""
         if self.temperature == 1.0:
             return probabilities
-        return probabilities_from_log(np.log(np.clip(probabilities, 1e-30, None))[None], self.temperature)[0]
+        return calibration.probabilities(np.log(np.clip(probabilities, 1e-30, None))[None], self.temperature)[0]
 
     def _summary(self, num_samples: int, starts: list[int], probabilities: list[np.ndarray | None]) -> dict:
         """Aggregate = mean of the speech windows' probabilities (no label without speech); plus one timeline

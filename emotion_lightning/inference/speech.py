@@ -37,7 +37,7 @@ def silent(piece: np.ndarray) -> bool:
 
 
 @lru_cache(maxsize=1)
-def silero_session():
+def silero_runtime():
     """One onnxruntime InferenceSession on Silero VAD's sequence ONNX file, found without importing the silero_vad
     package (its __init__ imports torch)."""
     import onnxruntime
@@ -65,7 +65,7 @@ class SileroVad:
             raise SettingError(f"vad_threshold={threshold}, min_speech_seconds={min_speech_seconds}; need a threshold "
                                "between 0 and 1 (0.3 by default) and a non-negative minimum")
         self.threshold, self.min_speech_seconds = threshold, min_speech_seconds
-        self.session = silero_session()
+        self.runtime = silero_runtime()
 
     def frame_probabilities(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """One score per 32 ms frame of a whole recording (the last frame zero-padded)."""
@@ -82,7 +82,7 @@ class SileroVad:
         scores = [np.empty(0, np.float32)]
         for first in range(0, len(rows), SILERO_BLOCK):
             block = np.ascontiguousarray(rows[first:first + SILERO_BLOCK], dtype=np.float32)
-            values, hidden, cell = self.session.run(None, {"input": block, "h": hidden, "c": cell})
+            values, hidden, cell = self.runtime.run(None, {"input": block, "h": hidden, "c": cell})
             scores.append(values.reshape(-1))
         return np.concatenate(scores), (hidden, cell)
 

@@ -13,7 +13,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from emotion_lightning.data.errors import MissingFileError, SettingError
-from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, probabilities_from_log
+from emotion_lightning.evaluation import calibration
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from emotion_lightning.models.random_state import all_ranks_random_states, restore_rank_random_states
 
@@ -146,17 +146,18 @@ class EmotionClassifier(L.LightningModule):
         confusion = confusion_matrix(true, predicted, len(self.classes))
         results = metrics_from_confusion(confusion, self.classes)
         self.log_dict({f"test_{key}": results[key] for key in ("ua", "wa", "macro_f1")}, sync_dist=False)
-        raw, calibrated = (probabilities_from_log(log_probabilities, t) for t in (1.0, self.temperature))
+        raw, calibrated = (calibration.probabilities(log_probabilities, t) for t in (1.0, self.temperature))
         # `positions`: each prediction's clip, as its position in the test dataset (what predictions.csv matches);
         # the probabilities reported are the calibrated ones, the scores before scaling are kept beside them
         self.test_results = {**results, "confusion_matrix": confusion.tolist(), "predicted": predicted,
                              "probabilities": calibrated, "positions": positions,
                              "calibration": {"temperature": self.temperature,
-                                             "before": calibration_scores(raw, true) if len(true) else None,
-                                             "after": calibration_scores(calibrated, true) if len(true) else None},
-                             "reliability": {"before scaling": bin_table(raw, true),
-                                             "after scaling": bin_table(calibrated, true)}
-                             if self.temperature != 1.0 else {"as trained": bin_table(raw, true)}}
+                                             "before": calibration.calibration_scores(raw, true) if len(true) else None,
+                                             "after": calibration.calibration_scores(calibrated, true) if len(true)
+                                             else None},
+                             "reliability": {"before scaling": calibration.bin_table(raw, true),
+                                             "after scaling": calibration.bin_table(calibrated, true)}
+                             if self.temperature != 1.0 else {"as trained": calibration.bin_table(raw, true)}}
 
     def scored_clips(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """This epoch's (clip positions in the dataset, probabilities, true labels), each clip exactly once, in
