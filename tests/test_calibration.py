@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
+from scipy.special import gammaln
 from torchmetrics.classification import MulticlassCalibrationError
 
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 from emotion_lightning.evaluation.identity import differences, result_settings
-from emotion_lightning.evaluation.leaderboard import _ece_text
+from emotion_lightning.evaluation.leaderboard import _ece_text, _pooled_ece_text
 from emotion_lightning.evaluation.report import build_report, pooled_reliability
 from emotion_lightning.inference.export import export
 from emotion_lightning.inference.predictor import EmotionPredictor
@@ -23,9 +24,9 @@ from emotion_lightning.training.checkpoints import store_temperature
 from emotion_lightning.training.fit import calibrate
 from tests.helpers.audio import speech_like
 
-from emotion_lightning.evaluation.calibration import (brier_score, expected_calibration_error, fit_temperature,
-                                                      negative_log_likelihood, plot_reliability, probabilities,
-                                                      bin_table)
+from emotion_lightning.evaluation.calibration import (brier_score, ece_floor, expected_calibration_error,
+                                                      fit_temperature, negative_log_likelihood, plot_reliability,
+                                                      probabilities, bin_table)
 
 
 def test_ece_nll_and_brier_match_a_computation_by_hand():
@@ -90,8 +91,8 @@ def test_a_trained_run_fits_its_temperature_on_validation_and_records_before_and
     calibration = metrics["calibration"]
     assert metrics["temperature_fitted_on"] == "val"
     assert calibration["temperature"] == torch.load(best, weights_only=False)["temperature"] > 0
-    assert {metrics[f"test_{key}"] for key in ("ece", "nll", "brier")} == set(calibration["after"].values())
-    assert set(calibration["before"]) == {"ece", "nll", "brier"}
+    assert {key: metrics[f"test_{key}"] for key in ("ece", "ece_floor", "nll", "brier")} == calibration["after"]
+    assert set(calibration["before"]) == {"ece", "ece_floor", "nll", "brier"}
     # predictions.csv holds the calibrated probabilities: their ECE is the recorded one, their argmax the label
     predictions = pd.read_csv(best.parent.parent / "predictions.csv")
     classes = metrics["classes"]
@@ -197,8 +198,66 @@ def test_runs_from_before_calibration_pool_and_resume_with_calibrated_ones():
     assert differences(result_settings({**old, "calibration": "none"}), result_settings(old)) != []
 
 
-def test_the_leaderboard_shows_an_ece_without_a_spread():
-    row = {"test_ece": "0.0412", "test_ece_sd": ""}
+def test_the_leaderboard_shows_an_ece_without_a_spread_or_a_before():
+    row = {"test_ece": "0.0412", "test_ece_sd": "", "test_ece_before": ""}
     assert _ece_text(row) == "0.041"
-    assert _ece_text({"test_ece": "0.0412", "test_ece_sd": "0.0100"}) == "0.041 ± 0.010"
-    assert _ece_text({"test_ece": "", "test_ece_sd": ""}) == "–"
+    assert _ece_text({**row, "test_ece_sd": "0.0100"}) == "0.041 ± 0.010"
+    assert _ece_text({**row, "test_ece_sd": "0.0100", "test_ece_before": "0.1381"}) == "0.138 → 0.041 ± 0.010"
+    assert _ece_text({"test_ece": "", "test_ece_sd": "", "test_ece_before": ""}) == "–"
+    pooled = {"pooled_ece_before": "0.1237", "pooled_ece": "0.0538", "pooled_ece_floor": "0.0296"}
+    assert _pooled_ece_text(pooled) == "0.124 → 0.054 (0.030)"
+    assert _pooled_ece_text({key: "" for key in pooled}) == "–"
+
+
+def test_the_ece_floor_is_what_perfect_probabilities_show_on_so_many_clips():
+    # Certain and right: nothing to miss. Uniform over 8 classes: every confidence 1/8 falls in one bin, whose
+    # accuracy is a binomial share, so the floor is E|Binomial(n, 1/8) / n - 1/8|, computed exactly.
+    assert ece_floor(np.eye(8)[np.arange(40) % 8]) == 0.0
+    clips = 100
+    counts = np.arange(clips + 1)
+    log_pmf = (gammaln(clips + 1) - gammaln(counts + 1) - gammaln(clips - counts + 1)
+               + counts * np.log(1 / 8) + (clips - counts) * np.log(7 / 8))
+    exact = float((np.exp(log_pmf) * np.abs(counts / clips - 1 / 8)).sum())
+    uniform = np.full((clips, 8), 1 / 8)
+    assert ece_floor(uniform, draws=2000) == pytest.approx(exact, abs=0.002)
+    # the floor falls as clips are added (about as one over their square root)
+    generator = np.random.default_rng(3)
+    many = probabilities(generator.normal(size=(4 * 240, 8)) * 2)
+    assert ece_floor(many) < 0.7 * ece_floor(many[:240])
+
+
+def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_scaling(tmp_path):
+    generator = np.random.default_rng(4)
+    classes = ["a", "b", "c"]
+    given, truths = [], []
+    for fold, temperature in ((0, 2.0), (1, 0.5)):
+        logits = generator.normal(size=(30, 3)) * 3
+        true = generator.integers(0, 3, size=30)
+        calibrated = probabilities(logits, temperature)
+        run = tmp_path / "sweep" / f"{fold}_run"
+        run.mkdir(parents=True)
+        pd.DataFrame({"true": [classes[index] for index in true],
+                      **{f"p_{name}": calibrated[:, index] for index, name in enumerate(classes)}}
+                     ).to_csv(run / "predictions.csv", index=False)
+        ece = expected_calibration_error(calibrated, true)
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "m", "data": "d", "split": "s", "test_ua": 0.5, "test_wa": 0.5, "test_macro_f1": 0.5, "test_ece": ece,
+            "calibration": {"temperature": temperature, "before": {"ece": expected_calibration_error(
+                probabilities(logits), true)}, "after": {"ece": ece}},
+            "settings": {"model.name": "m", "split.fold": fold}}))
+        given.append((logits, calibrated))
+        truths.append(true)
+    (entry,) = aggregate(read_runs(tmp_path / "sweep"))
+    true = np.concatenate(truths)
+    pooled = entry["pooled_calibration"]
+    assert pooled["clips"] == 60
+    assert pooled["ece"] == pytest.approx(expected_calibration_error(np.concatenate([c for _, c in given]), true),
+                                          abs=1e-5)
+    assert pooled["ece_before"] == pytest.approx(
+        expected_calibration_error(np.concatenate([probabilities(l) for l, _ in given]), true), abs=1e-4)
+    assert 0 < pooled["floor"] < 1
+    assert entry["test_ece_before"]["values"] == pytest.approx(
+        [expected_calibration_error(probabilities(l), t) for (l, _), t in zip(given, truths)])
+    # a run without probabilities leaves nothing to pool
+    (tmp_path / "sweep" / "1_run" / "predictions.csv").unlink()
+    assert aggregate(read_runs(tmp_path / "sweep"))[0]["pooled_calibration"] is None

@@ -23,14 +23,16 @@ import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
+from emotion_lightning.evaluation.calibration import ece_floor, expected_calibration_error, probabilities
 from emotion_lightning.evaluation.identity import ADDED_LATER, MEMBER, POOLED, identity, without_neutral
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
 METRICS = ("test_ua", "test_wa", "test_macro_f1")
-# Calibration of the reported probabilities (after temperature scaling): absent from runs of models that give no
-# probabilities and from runs written before it was measured, so pooled over the runs that have it.
-CALIBRATION_METRICS = ("test_ece", "test_nll", "test_brier")
+# Calibration of the reported probabilities (after temperature scaling; test_ece_before: as trained): absent from
+# runs of models that give no probabilities and from runs written before it was measured, so pooled over the runs
+# that have it.
+CALIBRATION_METRICS = ("test_ece", "test_ece_before", "test_ece_floor", "test_nll", "test_brier")
 GROUP_BY = ["model", "augment", "data", "split", "condition"]
 # Runs written before conditions existed were trained without augmentation and tested clean.
 DEFAULTS = {"augment": "none", "condition": "clean"}
@@ -63,6 +65,7 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
                for key in GROUP_BY + list(METRICS + CALIBRATION_METRICS)
                + ["seed", "params", "train_seconds", "snr_db", "best_val_ua"]},
             "kind": "eval" if "ckpt_path" in metrics else "train",
+            "temperature": (metrics.get("calibration") or {}).get("temperature"),
             "seen_test_clips": metrics.get("seen_test_clips") or 0,
             "train_corpora": "+".join(metrics.get("train_corpora", [])),
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
@@ -70,6 +73,9 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
         # Runs written before metrics.json carried settings are told apart only by their visible columns.
         settings = (without_neutral(metrics.get("settings") or {})
                     or {key: row[key] for key in GROUP_BY + ["kind", "seen_test_clips"]})
+        # without a fitted temperature the scores as trained are the ones reported
+        before = (metrics.get("calibration") or {}).get("before") or {}
+        row["test_ece_before"] = before.get("ece", metrics.get("test_ece"))
         row |= {"settings": settings, "identity": identity(settings), "fold": settings.get("split.fold")}
         rows.append(row)
     if not rows:
@@ -160,8 +166,37 @@ def aggregate(runs: pd.DataFrame) -> list[dict]:
         for metric in CALIBRATION_METRICS:
             values = group[metric].dropna().astype(float).to_numpy()
             entry[metric] = statistics(values) if len(values) else None
+        entry["pooled_calibration"] = pooled_calibration(group)
         summary.append(entry)
     return summary
+
+
+def pooled_calibration(runs: pd.DataFrame) -> dict | None:
+    """ECE over all the test clips of `runs` at once (their predictions.csv files), before and after each run's
+    temperature, with the ECE a perfectly calibrated model would show on as many clips (`floor`). A fold has few
+    clips, so its own ECE sits high above zero even for perfect probabilities; pooled, the floor drops. None
+    unless every run left probabilities."""
+    probs, true, raw = [], [], []
+    for run_dir, temperature in zip(runs["run_dir"], runs["temperature"]):
+        path = Path(run_dir) / "predictions.csv"
+        if not path.is_file():
+            return None
+        table = pd.read_csv(path)
+        columns = [column for column in table.columns if column.startswith("p_")]
+        if not columns or table[columns].isna().any().any():
+            return None
+        given = table[columns].to_numpy(dtype=float)
+        index = {column[2:]: number for number, column in enumerate(columns)}
+        probs.append(given)
+        true.append(table["true"].map(index).to_numpy())
+        # the reported probabilities are softmax(logits / T): T x their log gives the logits back up to a constant
+        scale = 1.0 if temperature is None or pd.isna(temperature) else float(temperature)
+        raw.append(probabilities(np.log(np.clip(given, 1e-12, None)) * scale))
+    probs, true, raw = np.concatenate(probs), np.concatenate(true), np.concatenate(raw)
+    if not len(true) or pd.isna(true).any():
+        return None
+    return {"clips": len(true), "ece_before": expected_calibration_error(raw, true),
+            "ece": expected_calibration_error(probs, true), "floor": ece_floor(probs)}
 
 
 def statistics(values: np.ndarray) -> dict:

@@ -50,6 +50,20 @@ def expected_calibration_error(probs: np.ndarray, true: np.ndarray, bins: int = 
     return table_ece(bin_table(probs, true, bins))
 
 
+def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these confidences would show on this many clips: the mean ECE
+    over `draws` label sets drawn from the probabilities themselves. Binned ECE is biased upwards on few clips
+    (about 0.07 on 240 clips at 60% accuracy), so a measured ECE near its floor is as calibrated as the clips can
+    tell."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(probs):
+        raise ValueError("no clips to compute an ECE floor on")
+    cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    uniform = np.random.default_rng(seed).random((draws, len(probs), 1))
+    labels = np.minimum((uniform > cumulative).sum(axis=2), probs.shape[1] - 1)  # inverse-CDF draws, per clip
+    return float(np.mean([expected_calibration_error(probs, drawn) for drawn in labels]))
+
+
 def negative_log_likelihood(probs: np.ndarray, true: np.ndarray) -> float:
     picked = np.asarray(probs, dtype=np.float64)[np.arange(len(true)), np.asarray(true)]
     return float(-np.log(np.clip(picked, 1e-12, None)).mean())
@@ -63,8 +77,8 @@ def brier_score(probs: np.ndarray, true: np.ndarray) -> float:
 
 
 def calibration_scores(probs: np.ndarray, true: np.ndarray) -> dict:
-    return {"ece": expected_calibration_error(probs, true), "nll": negative_log_likelihood(probs, true),
-            "brier": brier_score(probs, true)}
+    return {"ece": expected_calibration_error(probs, true), "ece_floor": ece_floor(probs),
+            "nll": negative_log_likelihood(probs, true), "brier": brier_score(probs, true)}
 
 
 def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:

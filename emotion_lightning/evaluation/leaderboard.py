@@ -22,7 +22,8 @@ from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 
 COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
-           "test_ua_ci_high", "test_ece", "test_ece_sd", "fit_seconds", "hardware", "headline", "command", "notes"]
+           "test_ua_ci_high", "test_ece", "test_ece_sd", "test_ece_before", "pooled_ece_before", "pooled_ece",
+           "pooled_ece_floor", "fit_seconds", "hardware", "headline", "command", "notes"]
 CHART_KEY = "leaderboard"  # the PNG text chunk holding the chart's data, so a test can compare it with the CSV
 
 
@@ -66,10 +67,21 @@ def _cell(text: str) -> str:
 
 
 def _ece_text(row: dict) -> str:
-    """ECE after temperature scaling, mean ± sd over the runs (blank for rows measured before it was recorded)."""
+    """ECE per run as trained -> after temperature scaling, mean ± sd over the runs (blank for rows measured
+    before it was recorded)."""
     if not row["test_ece"]:
         return "–"
-    return f"{float(row['test_ece']):.3f}" + (f" ± {float(row['test_ece_sd']):.3f}" if row["test_ece_sd"] else "")
+    before = f"{float(row['test_ece_before']):.3f} → " if row["test_ece_before"] else ""
+    return before + f"{float(row['test_ece']):.3f}" + (f" ± {float(row['test_ece_sd']):.3f}" if row["test_ece_sd"] else "")
+
+
+def _pooled_ece_text(row: dict) -> str:
+    """ECE over all the row's test clips at once, as trained -> after scaling, and (in brackets) the ECE a perfectly
+    calibrated model would show on as many clips."""
+    if not row["pooled_ece"]:
+        return "–"
+    before = f"{float(row['pooled_ece_before']):.3f} → " if row["pooled_ece_before"] else ""
+    return before + f"{float(row['pooled_ece']):.3f} ({float(row['pooled_ece_floor']):.3f})"
 
 
 def _fit_text(row: dict) -> str:
@@ -77,15 +89,15 @@ def _fit_text(row: dict) -> str:
 
 
 def render_table(rows: list[dict]) -> str:
-    lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] | test ECE "
-             "| fit per run (2-core x86 CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] "
+             "| test ECE per run | test ECE, all clips (floor) | fit per run (2-core x86 CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, row in enumerate(rows, start=1):
         lines.append("| " + " | ".join([
             str(rank), f"`{row['name']}`", f"`{row['settings']}`" if row["settings"] else "–", _cell(row["model"]),
             f"{int(row['params']):,}" if row["params"] else "–", row["runs"],
             f"{float(row['val_ua']):.3f}" if row["val_ua"] else "–", stat_text(row), _ece_text(row),
-            _cell(_fit_text(row))]) + " |")
+            _pooled_ece_text(row), _cell(_fit_text(row))]) + " |")
     return "\n".join(lines)
 
 
@@ -191,7 +203,8 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
         raise SettingError(f"{folder} holds {len(summary)} configurations ({labels}); a leaderboard row is one "
                            "configuration: give the folder of one sweep")
     entry = summary[0]
-    ua, ece = entry["test_ua"], entry.get("test_ece")
+    ua, ece, before = entry["test_ua"], entry.get("test_ece"), entry.get("test_ece_before")
+    pooled = entry.get("pooled_calibration") or {}
     if ua["sd"] is None:
         raise SettingError(f"{folder} holds one run; a leaderboard row is a mean over folds or seeds")
     return {"name": name, "settings": entry["settings"], "model": model or entry["model"],
@@ -200,6 +213,9 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
             "test_ua": f"{ua['mean']:.4f}", "test_ua_sd": f"{ua['sd']:.4f}", "test_ua_ci_low": f"{ua['ci95'][0]:.4f}",
             "test_ua_ci_high": f"{ua['ci95'][1]:.4f}",
             "test_ece": f"{ece['mean']:.4f}" if ece else "", "test_ece_sd": f"{ece['sd']:.4f}" if ece and ece["sd"] is not None else "",
+            "test_ece_before": f"{before['mean']:.4f}" if before else "",
+            **{f"pooled_{key}": f"{pooled[source]:.4f}" if pooled else ""
+               for key, source in (("ece_before", "ece_before"), ("ece", "ece"), ("ece_floor", "floor"))},
             "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
             "hardware": hardware, "headline": "", "command": command, "notes": notes}
 

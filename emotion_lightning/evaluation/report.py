@@ -91,6 +91,9 @@ def summary_table(summary: list[dict]) -> pd.DataFrame:
             low, high = stats["ci95"] or (None, None)
             row |= {f"{metric}_mean": stats["mean"], f"{metric}_sd": stats["sd"],
                     f"{metric}_ci_low": low, f"{metric}_ci_high": high}
+        pooled = entry.get("pooled_calibration") or {}
+        row |= {"pooled_ece_before": pooled.get("ece_before"), "pooled_ece": pooled.get("ece"),
+                "pooled_ece_floor": pooled.get("floor")}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -327,10 +330,15 @@ def _calibration_sections(runs: pd.DataFrame, metrics: dict, out: Path, markdown
         path = out / "figures" / f"reliability_{index:02d}.png"
         plot_reliability(tables, path, title=textwrap.fill(label, 60))
         images.append(embedded_image(path, "cm"))
-        lines.append(f"- {label}: `figures/{path.name}`")
+        scores = aggregate.pooled_calibration(runs[runs["configuration"] == label])
+        lines.append(f"- {label}: `figures/{path.name}`" + (
+            f"; ECE on its {scores['clips']} test clips {scores['ece_before']:.3f} as trained, {scores['ece']:.3f} "
+            f"reported (floor {scores['floor']:.3f})" if scores else ""))
     heading = "Calibration: accuracy against confidence (test clips of each configuration's runs pooled)"
     text = ("ECE is the clip-weighted gap between the diagonal and the points; the leaderboard's ECE column is its "
-            "mean over runs, after temperature scaling.")
+            "mean over runs, after temperature scaling. The floor is the ECE that perfectly calibrated probabilities "
+            "with the same confidences would show on as many clips: binned ECE is biased upwards on few clips, so an "
+            "ECE near its floor is as calibrated as the clips can tell.")
     markdown_parts += [f"## {heading}\n", text + "\n", "\n".join(lines) + "\n"]
     return [(heading, note(text) + "".join(images))]
 
