@@ -176,7 +176,8 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
 
 @pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn_deep"), ("best_pretrained", "whisper_finetune"),
                                                ("pretrained_finetune", "whisper_finetune"),
-                                               ("pretrained_frozen", "whisper")])
+                                               ("pretrained_frozen", "whisper"),
+                                               ("pretrained_partial", "whisper_partial")])
 def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experiment, model, compose_train):
     plain = compose_train([])
     for split in ("speaker_independent", "speaker_kfold"):
@@ -195,6 +196,11 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         # Another network keeps its own layout under best_scratch's training.
         resnet = compose_train(["experiment=best_scratch", "model=resnet"]).model.network
         assert list(resnet.channels) == list(compose_train(["model=resnet"]).model.network.channels)
+    if experiment == "pretrained_partial":  # SpecAugment cannot reach cached states: frame masks stand in
+        assert cfg.augment.spec_augment is None and cfg.model.network.frame_masks > 0
+        assert cfg.model.optimizer == compose_train(["experiment=pretrained_finetune"]).model.optimizer
+        base = compose_train(["experiment=pretrained_partial", "model=whisper_base_partial"])
+        assert base.model.network.frozen_layers == 4 and base.trainer.max_epochs == cfg.trainer.max_epochs
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
 
