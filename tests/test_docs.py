@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lightning.evaluation.leaderboard import chart_data, chart_metadata, read_rows, stale_files
+from emotion_lightning.evaluation.leaderboard import chart_data, chart_metadata, read_rows, render_encoders, stale_files
 
 from tests.helpers.configs import CONF_DIR
 
@@ -137,6 +137,15 @@ def test_the_leaderboard_pages_and_chart_are_rendered_from_its_file():
                         ROOT / "docs/results/leaderboard.png")
     assert not stale, f"{stale} differ from leaderboard.csv: run `emotion-lightning leaderboard`"
     assert chart_metadata(ROOT / "docs/results/leaderboard.png") == chart_data(read_rows(csv_path))
+
+
+def test_the_encoder_table_places_each_row_by_its_model_and_marks_the_rest_not_run():
+    row = {"model": "Whisper base, top 2 of 6 layers fine-tuned", "test_ua": "0.7", "test_ua_sd": "0.05",
+           "test_ua_ci_low": "0.66", "test_ua_ci_high": "0.74", "val_ua": "0.71", "fit_seconds": "600"}
+    table = render_encoders([row, {**row, "model": "Whisper tiny.en, frozen (the model's defaults)"}])
+    tiny, base = table.splitlines()[2:]
+    assert tiny.count("not run") == 3  # a model's defaults are not the frozen recipe's cell
+    assert base.split(" | ")[1:] == ["not run", "0.700 ± 0.050 [0.660, 0.740]; val 0.710; 600 s a fold", "not run |"]
 
 
 def test_readme_headline_rows_are_the_leaderboards():

@@ -24,6 +24,13 @@ from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
            "test_ua_ci_high", "test_ece", "test_ece_sd", "test_ece_before", "pooled_ece_before", "pooled_ece",
            "pooled_ece_floor", "fit_seconds", "hardware", "headline", "command", "notes"]
+# The encoder-size table: each cell the row whose `model` text it names (what a row's model column says).
+ENCODER_GRID = {
+    "Whisper tiny.en (4 layers, width 384)": ("Whisper tiny.en, frozen", "Whisper tiny.en, top 2 of 4 layers fine-tuned",
+                                              "Whisper tiny.en, fine-tuned"),
+    "Whisper base (6 layers, width 512)": ("Whisper base, frozen", "Whisper base, top 2 of 6 layers fine-tuned",
+                                           "Whisper base, fine-tuned"),
+}
 CHART_KEY = "leaderboard"  # the PNG text chunk holding the chart's data, so a test can compare it with the CSV
 
 
@@ -121,6 +128,21 @@ def render_headline(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_encoders(rows: list[dict]) -> str:
+    """Encoder size against how much of it trains: each cell the test UA of its row (val UA and fit time beside)."""
+    by_model = {row["model"]: row for row in rows}
+    lines = ["| encoder | frozen: layer mix + head | partial: top 2 layers + mix + head | full fine-tuning |",
+             "|---|---|---|---|"]
+    for encoder, models in ENCODER_GRID.items():
+        cells = []
+        for model in models:
+            row = by_model.get(model)
+            cells.append("not run" if row is None else f"{stat_text(row)}; val {float(row['val_ua']):.3f}"
+                         + (f"; {_fit_text(row)} a fold" if row["fit_seconds"] else ""))
+        lines.append(f"| {encoder} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def chart_data(rows: list[dict]) -> list[list]:
     return [[row["name"] + (f" {row['settings']}" if row["settings"] else ""), float(row["test_ua"]),
              float(row["test_ua_ci_low"]), float(row["test_ua_ci_high"])] for row in rows]
@@ -167,6 +189,7 @@ def rendered_files(csv_path: str | Path, page: str | Path, readme: str | Path) -
     page_text = Path(page).read_text()
     page_text = replace_between(page_text, "leaderboard:table", render_table(rows), str(page))
     page_text = replace_between(page_text, "leaderboard:commands", render_commands(rows), str(page))
+    page_text = replace_between(page_text, "leaderboard:encoders", render_encoders(rows), str(page))
     readme_text = replace_between(Path(readme).read_text(), "leaderboard:headline", render_headline(rows), str(readme))
     return {Path(page): page_text, Path(readme): readme_text}
 
