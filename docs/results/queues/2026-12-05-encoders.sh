@@ -13,15 +13,18 @@
 #   and regularisers with time masks of the cached frames in place of SpecAugment; nothing in it is tuned here.
 set -u
 cd "$(dirname "$0")/../../.."
+#   best_scratch's 18 runs are rerun for their calibration (UA cannot change: temperature scaling keeps every label);
+#   its seed-0 runs were made first, as their own sweep, and copied into the 18-run sweep's job dirs (job = 3 x fold
+#   + seed), where they count as finished.
 sweep() {  # NAME OVERRIDES...
   local name=$1; shift
   echo "$(date -Is) start $name" >> outputs/queue_encoders.log
-  emotion-lightning train -m "$@" split=speaker_kfold split.fold=0,1,2,3,4,5 logger=none \
-    hydra.sweep.dir=outputs/multiruns/$name > outputs/q_$name.log 2>&1
+  emotion-lightning train -m "$@" logger=none hydra.sweep.dir=outputs/multiruns/$name > outputs/q_$name.log 2>&1
   echo "$(date -Is) end $name rc=$?" >> outputs/queue_encoders.log
 }
 mkdir -p outputs
-sweep best_scratch_seed0 experiment=best_scratch seed=0
-sweep pretrained_partial_base experiment=pretrained_partial model=whisper_base_partial
-sweep pretrained_partial experiment=pretrained_partial
-sweep pretrained_finetune_base experiment=pretrained_finetune model=whisper_base_finetune
+sweep best_scratch_seed0 experiment=best_scratch split=speaker_kfold split.fold=0,1,2,3,4,5 seed=0
+sweep pretrained_partial_base experiment=pretrained_partial model=whisper_base_partial split=speaker_kfold split.fold=0,1,2,3,4,5
+sweep best_scratch experiment=best_scratch split=speaker_kfold split.fold=0,1,2,3,4,5 seed=0,1,2
+sweep pretrained_partial experiment=pretrained_partial split=speaker_kfold split.fold=0,1,2,3,4,5
+sweep pretrained_finetune_base experiment=pretrained_finetune model=whisper_base_finetune split=speaker_kfold split.fold=0,1,2,3,4,5
