@@ -13,7 +13,7 @@
 #   and regularisers with time masks of the cached frames in place of SpecAugment; nothing in it is tuned here.
 set -u
 cd "$(dirname "$0")/../../.."
-#   best_scratch's 18 runs are rerun for their calibration (UA cannot change: temperature scaling keeps every label);
+#   best_scratch's 18 runs are rerun for their calibration (its row predates it);
 #   its seed-0 runs were made first, as their own sweep, and copied into the 18-run sweep's job dirs (job = 3 x fold
 #   + seed), where they count as finished.
 sweep() {  # NAME OVERRIDES...
