@@ -38,8 +38,10 @@ QUIET_LOG_MESSAGES = {
 # torchvision, which nothing here uses, is not installed) and onnxscript's graph optimiser ("Removed 137 unused
 # nodes", ...). Their errors still show.
 QUIET_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
-# Warnings about other libraries' deprecated internals (message regex), e.g. Lightning's use of torch's pytree.
-QUIET_WARNINGS = (r".*LeafSpec.*", r".*torchvision.*", r".*onnxscript.*")
+# Warnings about other libraries' deprecated internals (message regex), e.g. Lightning's use of torch's pytree;
+# and Lightning's note on modules in eval mode, which frozen encoders (and partial fine-tuning's frozen layers) are
+# on purpose, so that their dropout never runs.
+QUIET_WARNINGS = (r".*LeafSpec.*", r".*torchvision.*", r".*onnxscript.*", r".*module\(s\) in eval mode at the start.*")
 
 
 class _DropMessages(logging.Filter):
