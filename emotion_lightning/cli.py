@@ -14,6 +14,7 @@ COMMANDS = {
     "stream": "live emotion of a file or microphone, to a running service or here (FILE|--mic [--ckpt ...])",
     "report": "tables and an HTML page over run or multirun folders (FOLDER... [--out DIR])",
     "aggregate": "mean, sd and 95% CI over seeds and folds (FOLDER [--out DIR])",
+    "calibrate": "one temperature for a sweep, fitted on all its runs' validation clips (SWEEP)",
     "leaderboard": "add a sweep to docs/results/leaderboard.csv, render the docs' tables and chart ([--add SWEEP ...])",
     "download": "download a corpus into the data dir (ravdess|crema_d|tess|all)",
 }

@@ -261,3 +261,61 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
     # a run without probabilities leaves nothing to pool
     (tmp_path / "sweep" / "1_run" / "predictions.csv").unlink()
     assert aggregate(read_runs(tmp_path / "sweep"))[0]["pooled_calibration"] is None
+
+
+# --- one temperature for a sweep --------------------------------------------------------------------------------
+def test_calibrate_fits_one_temperature_on_every_run_s_validation_clips_and_rescores_each_run(
+        trained_checkpoint, data_dir, tmp_path, monkeypatch):
+    from emotion_lightning.calibrate import calibrate_sweep
+    from emotion_lightning.evaluation.sweep_calibration import VAL_LOGITS_FILE, apply_temperature, read_logits
+
+    source = trained_checkpoint.parent.parent
+    runs = [tmp_path / "sweep" / f"{job}_resnet" for job in (0, 1)]
+    for run in runs:
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("cache"), symlinks=True)
+    # the second run as if trained to other logits: its reported probabilities sharpened, its own temperature kept
+    predictions = pd.read_csv(runs[1] / "predictions.csv")
+    columns = [column for column in predictions.columns if column.startswith("p_")]
+    predictions[columns] = probabilities(np.log(predictions[columns].to_numpy()), 0.5).round(6)
+    predictions.to_csv(runs[1] / "predictions.csv", index=False)
+    monkeypatch.setenv("EMOTION_DATA_DIR", str(data_dir))  # the eval that scores validation clips reads them here
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path / "cache"))
+    before = [json.loads((run / "metrics.json").read_text()) for run in runs]
+
+    printed = calibrate_sweep(tmp_path / "sweep")
+    after = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    temperature = after[0]["calibration"]["temperature"]
+    classes = before[0]["classes"]
+    val = [read_logits(run / VAL_LOGITS_FILE, classes) for run in runs]
+    assert len(val[0][1]) == before[0]["clips"]["val"]
+    assert temperature == pytest.approx(fit_temperature(np.concatenate([l for l, _ in val]),
+                                                        np.concatenate([t for _, t in val])), rel=1e-6)
+    assert f"temperature {temperature:.3f}" in printed
+    for run, old, new in zip(runs, before, after):
+        assert new["calibration"]["temperature"] == temperature and "sweep" in new["temperature_fitted_on"]
+        assert torch.load(run / new["tested_checkpoint"], weights_only=False)["temperature"] == temperature
+        assert new["test_ua"] == old["test_ua"] and new["confusion_matrix"] == old["confusion_matrix"]
+        probs = pd.read_csv(run / "predictions.csv")[columns].to_numpy()
+        true = pd.read_csv(run / "predictions.csv")["true"].map(classes.index).to_numpy()
+        assert expected_calibration_error(probs, true) == pytest.approx(new["test_ece"], abs=1e-4)
+        assert (np.array(classes)[probs.argmax(axis=1)] == pd.read_csv(run / "predictions.csv")["predicted"]).all()
+    # the logits as trained are the basis of every later temperature: another one and back gives the same files
+    apply_temperature(runs[1], 3.0, "a test")
+    apply_temperature(runs[1], temperature, after[1]["temperature_fitted_on"])
+    assert json.loads((runs[1] / "metrics.json").read_text()) == after[1]
+    calibrate_sweep(tmp_path / "sweep")  # run again (validation scored once, kept): the same results
+    assert [json.loads((run / "metrics.json").read_text()) for run in runs] == after
+
+
+def test_calibrate_refuses_a_sweep_with_unfinished_jobs_and_a_single_run(trained_checkpoint, tmp_path):
+    from emotion_lightning.data.errors import MissingFileError
+    from emotion_lightning.evaluation.sweep_calibration import finished_runs
+
+    shutil.copytree(trained_checkpoint.parent.parent, tmp_path / "sweep" / "0_resnet",
+                    ignore=shutil.ignore_patterns("cache"), symlinks=True)
+    with pytest.raises(MissingFileError, match="1 trained run"):
+        finished_runs(tmp_path / "sweep")
+    (tmp_path / "sweep" / "1_resnet" / ".hydra").mkdir(parents=True)
+    (tmp_path / "sweep" / "1_resnet" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    with pytest.raises(SettingError, match="1 job.*without results.*run the sweep to its end"):
+        finished_runs(tmp_path / "sweep")

@@ -101,17 +101,26 @@ def reliability_tables(model, datamodule) -> dict[str, list[dict]] | None:
     return {"as given": bin_table(results["probabilities"], tested_rows(model, datamodule)[1])}
 
 
+def run_title(report: dict) -> str:
+    return f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
+           f"UA {report['test_ua']:.3f}"
+
+
+def plot_run_reliability(run_dir: Path, report: dict) -> None:
+    """RUN/reliability.png from metrics.json's `reliability` bins (nothing for a model without probabilities)."""
+    if report.get("reliability"):
+        temperature = (report.get("calibration") or {}).get("temperature")
+        plot_reliability(report["reliability"], run_dir / "reliability.png",
+                         run_title(report) + (f", temperature {temperature:.2f}" if temperature else ""))
+
+
 def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame) -> None:
     """metrics.json, confusion_matrix.png, reliability.png and predictions.csv in the run dir (each written whole
     or not at all). metrics.json goes last: its presence marks a finished run."""
     write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
-    title = f"{report.get('model', 'model')} on {report.get('data', '?')} ({report.get('split', '?')}), " \
-            f"UA {report['test_ua']:.3f}"
-    plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png", title)
-    if report.get("reliability"):
-        temperature = (report.get("calibration") or {}).get("temperature")
-        plot_reliability(report["reliability"], run_dir / "reliability.png",
-                         title + (f", temperature {temperature:.2f}" if temperature else ""))
+    plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png",
+                          run_title(report))
+    plot_run_reliability(run_dir, report)
     write_text(run_dir / "metrics.json", json.dumps(report, indent=2))
     log.info("test UA %.4f, WA %.4f, macro-F1 %.4f -> %s", report["test_ua"], report["test_wa"],
              report["test_macro_f1"], run_dir / "metrics.json")

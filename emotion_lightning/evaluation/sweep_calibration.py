@@ -1,0 +1,113 @@
+"""One temperature for a whole sweep, fitted on the validation clips of all its runs at once.
+
+A run fits its own temperature on its validation clips: on RAVDESS's speaker folds, 4 actors. Their accuracy
+differs from the test actors' by chance, and is inflated by checkpoint selection (the same clips chose the best
+epoch), while a network's confidence hardly moves from fold to fold; one fold's temperature chases that gap and can
+leave the test probabilities worse calibrated than they were. Pooling the validation clips of every fold (all 24
+actors) averages the gap away. Test clips are never looked at.
+
+A run's logits are recovered from the probabilities it reports: those are softmax(logits / T), so T x log p gives
+the logits back up to a constant per clip, which no softmax sees.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emotion_lightning.data.atomic import write_text
+from emotion_lightning.data.errors import MissingFileError, SettingError
+from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, fit_temperature, probabilities
+from emotion_lightning.evaluation.test_results import PREDICTIONS_FILE, plot_run_reliability
+from emotion_lightning.evaluation.unfinished import read_unfinished
+
+# A run's validation clips as scored by its tested checkpoint (file, speaker, true and one logit per class), and its
+# test clips' logits as training reported them: what every later temperature is applied to, so a calibration
+# killed half-way and run again starts from the same numbers.
+VAL_LOGITS_FILE = "val_logits.csv"
+TEST_LOGITS_FILE = "test_logits.csv"
+
+
+def finished_runs(sweep: str | Path) -> list[Path]:
+    """The trained runs under `sweep` (run dirs with metrics.json and a tested checkpoint); refuses a sweep with
+    jobs that have not finished, whose validation clips would be missing from the fit."""
+    sweep = Path(sweep)
+    unfinished = read_unfinished(sweep)
+    if not unfinished.empty:
+        raise SettingError(f"{sweep}: {len(unfinished)} job(s) without results ({unfinished['run_dir'].iloc[0]}: "
+                           f"{unfinished['status'].iloc[0]}); run the sweep to its end first, then calibrate it")
+    runs = []
+    for path in sorted(sweep.rglob("metrics.json")):
+        metrics = json.loads(path.read_text())
+        if "ckpt_path" in metrics:
+            continue  # an eval's results, not a trained run
+        if not metrics.get("tested_checkpoint") or not (path.parent / PREDICTIONS_FILE).is_file():
+            raise SettingError(f"{path.parent}: no tested checkpoint or {PREDICTIONS_FILE}; only trained runs of "
+                               "networks can be calibrated")
+        runs.append(path.parent)
+    if len(runs) < 2:
+        raise MissingFileError(f"{sweep}: {len(runs)} trained run(s) found; a sweep temperature pools several runs' "
+                               "validation clips (for one run, training has already fitted its own)")
+    return runs
+
+
+def logits_from(table: pd.DataFrame, temperature: float | None) -> tuple[np.ndarray, list[str]]:
+    """The logits (up to a constant per row) behind a predictions table's `p_CLASS` columns, reported at T."""
+    columns = [column for column in table.columns if column.startswith("p_")]
+    given = table[columns].to_numpy(dtype=np.float64)
+    return np.log(np.clip(given, 1e-12, None)) * (temperature or 1.0), [column[2:] for column in columns]
+
+
+def write_logits(path: Path, predictions: pd.DataFrame, temperature: float | None) -> None:
+    """A logits file (VAL_LOGITS_FILE, TEST_LOGITS_FILE) from a predictions table reported at `temperature`."""
+    logits, classes = logits_from(predictions, temperature)
+    table = predictions[["file", "speaker", "true"]].copy()
+    for index, name in enumerate(classes):
+        table[f"logit_{name}"] = logits[:, index].round(6)
+    write_text(path, table.to_csv(index=False))
+
+
+def read_logits(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    table = pd.read_csv(path)
+    missing = set(table["true"]) - set(classes)
+    if missing:
+        raise SettingError(f"{path}: labels {sorted(missing)} are not the run's classes {classes}")
+    return table[[f"logit_{name}" for name in classes]].to_numpy(dtype=np.float64), table["true"].map(classes.index).to_numpy()
+
+
+def run_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def sweep_temperature(runs: list[Path]) -> tuple[float, int]:
+    """The one temperature minimising the NLL of all the runs' validation clips; and how many clips that was."""
+    logits, true = zip(*(read_logits(run / VAL_LOGITS_FILE, run_metrics(run)["classes"]) for run in runs))
+    logits, true = np.concatenate(logits), np.concatenate(true)
+    return fit_temperature(logits, true), len(true)
+
+
+def apply_temperature(run_dir: Path, temperature: float, fitted_on: str) -> dict:
+    """Rescore a run's test probabilities at `temperature`: predictions.csv, metrics.json's calibration fields
+    and reliability.png rewritten (each whole or not at all); labels and UA cannot change. Returns metrics.json."""
+    metrics = run_metrics(run_dir)
+    predictions = pd.read_csv(run_dir / PREDICTIONS_FILE)
+    classes = metrics["classes"]
+    if [column[2:] for column in predictions.columns if column.startswith("p_")] != classes:
+        raise SettingError(f"{run_dir / PREDICTIONS_FILE}: its probability columns differ from metrics.json's "
+                           f"classes {classes}")
+    if not (run_dir / TEST_LOGITS_FILE).is_file():
+        write_logits(run_dir / TEST_LOGITS_FILE, predictions, (metrics.get("calibration") or {}).get("temperature"))
+    logits, true = read_logits(run_dir / TEST_LOGITS_FILE, classes)
+    raw, calibrated = probabilities(logits), probabilities(logits, temperature)
+    for index, name in enumerate(classes):
+        predictions[f"p_{name}"] = calibrated[:, index].round(6)
+    after = calibration_scores(calibrated, true)
+    metrics |= {f"test_{key}": value for key, value in after.items()}
+    metrics["calibration"] = {"temperature": temperature, "before": calibration_scores(raw, true), "after": after}
+    metrics["temperature_fitted_on"] = fitted_on
+    metrics["reliability"] = {"before scaling": bin_table(raw, true), "after scaling": bin_table(calibrated, true)}
+    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    plot_run_reliability(run_dir, metrics)
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
