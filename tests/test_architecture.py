@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "emotion_lightning"
 # Layers from the bottom up: a module may import its own layer and those below it, never one above.
 LAYERS = ["data", "evaluation", "models", "training", "inference"]
-ENTRY_POINTS = {"train", "eval", "predict", "export", "serve", "report", "aggregate", "download", "cli", "stream",
+ENTRY_POINTS = {"train", "eval", "predict", "export", "serve", "report", "aggregate", "calibrate", "download", "cli", "stream",
                 "leaderboard"}
 
 
