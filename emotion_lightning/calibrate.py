@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import pooled_calibration, read_runs
+from emotion_lightning.evaluation.calibration import expected_calibration_error, probabilities
 from emotion_lightning.evaluation.sweep_calibration import (VAL_LOGITS_FILE, apply_temperature, finished_runs,
-                                                            run_metrics, sweep_temperature, write_logits)
+                                                            run_metrics, sweep_temperature, test_logits, write_logits)
 from emotion_lightning.training.checkpoints import store_temperature
 from emotion_lightning.training.commands import command
 
@@ -46,12 +47,14 @@ def score_validation(run_dir: Path) -> None:
             raise SettingError(f"{run_dir}: scoring its validation clips with {checkpoint} failed:\n"
                                + (result.stderr.strip() or result.stdout.strip())[-2000:])
         scored = Path(scratch)
-        temperature = run_metrics(scored).get("calibration", {}).get("temperature")
+        temperature = (run_metrics(scored).get("calibration") or {}).get("temperature")
         write_logits(run_dir / VAL_LOGITS_FILE, pd.read_csv(scored / "predictions.csv"), temperature)
 
 
 def calibrate_sweep(sweep: str | Path) -> str:
     runs = finished_runs(sweep)
+    for run in runs:  # every run checked (and its test logits kept) before any checkpoint changes
+        test_logits(run)
     to_score = [run for run in runs if not (run / VAL_LOGITS_FILE).is_file()]
     for run in tqdm(to_score, desc="scoring validation clips", unit="run", disable=not to_score):
         score_validation(run)
@@ -60,16 +63,18 @@ def calibrate_sweep(sweep: str | Path) -> str:
     lines = [f"temperature {temperature:.3f} fitted on the validation clips of {len(runs)} runs ({clips} clips)",
              "run: its own temperature -> the sweep's; test ECE as trained, with its own, with the sweep's"]
     for run in runs:
-        before = run_metrics(run)
-        own = (before.get("calibration") or {}).get("temperature")
-        store_temperature(run / before["tested_checkpoint"], temperature)
+        tested = run / run_metrics(run)["tested_checkpoint"]
+        store_temperature(tested, temperature)
         after = apply_temperature(run, temperature, fitted_on)
-        lines.append(f"  {run.name}: {own or 1.0:.3f} -> {temperature:.3f}; ECE {after['calibration']['before']['ece']:.3f}, "
-                     f"{before.get('test_ece', float('nan')):.3f}, {after['test_ece']:.3f}")
-    pooled = pooled_calibration(read_runs(sweep))
+        logits, true, _, _ = test_logits(run)
+        own = after["calibration"]["run_temperature"] or 1.0
+        own_ece = expected_calibration_error(probabilities(logits, own), true)
+        lines.append(f"  {run.name}: {own:.3f} -> {temperature:.3f}; ECE {after['calibration']['before']['ece']:.3f}, "
+                     f"{own_ece:.3f}, {after['test_ece']:.3f}")
+    pooled = pooled_calibration(read_runs(sweep).query("run_dir in @names", local_dict={"names": list(map(str, runs))}))
     if pooled:
         lines.append(f"all {pooled['clips']} test clips: ECE {pooled['ece_before']:.3f} as trained, {pooled['ece']:.3f} "
-                     f"with the sweep's temperature (floor {pooled['floor']:.3f})")
+                     f"with the sweep's temperature (floor of the scaled probabilities {pooled['floor']:.3f})")
     return "\n".join(lines)
 
 

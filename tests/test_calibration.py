@@ -210,20 +210,21 @@ def test_the_leaderboard_shows_an_ece_without_a_spread_or_a_before():
 
 
 def test_the_ece_floor_is_what_perfect_probabilities_show_on_so_many_clips():
-    # Certain and right: nothing to miss. Uniform over 8 classes: every confidence 1/8 falls in one bin, whose
-    # accuracy is a binomial share, so the floor is E|Binomial(n, 1/8) / n - 1/8|, computed exactly.
+    # Certain and right: nothing to miss. Every clip at [0.7, 0.2, 0.1]: all confidences fall in one bin, whose
+    # accuracy is the share of draws of class 0, so the floor is E|Binomial(n, 0.7) / n - 0.7|, computed exactly
+    # (a sampler drawing the classes in another order, or uniformly, is far off it).
     assert ece_floor(np.eye(8)[np.arange(40) % 8]) == 0.0
     clips = 100
     counts = np.arange(clips + 1)
     log_pmf = (gammaln(clips + 1) - gammaln(counts + 1) - gammaln(clips - counts + 1)
-               + counts * np.log(1 / 8) + (clips - counts) * np.log(7 / 8))
-    exact = float((np.exp(log_pmf) * np.abs(counts / clips - 1 / 8)).sum())
-    uniform = np.full((clips, 8), 1 / 8)
-    assert ece_floor(uniform, draws=2000) == pytest.approx(exact, abs=0.002)
-    # the floor falls as clips are added (about as one over their square root)
+               + counts * np.log(0.7) + (clips - counts) * np.log(0.3))
+    exact = float((np.exp(log_pmf) * np.abs(counts / clips - 0.7)).sum())
+    assert exact == pytest.approx(0.0366, abs=0.001)
+    assert ece_floor(np.tile([0.7, 0.2, 0.1], (clips, 1)), draws=2000) == pytest.approx(exact, abs=0.002)
+    # the floor falls as clips are added (about as one over their square root: a quarter of 4x the clips' halves it)
     generator = np.random.default_rng(3)
     many = probabilities(generator.normal(size=(4 * 240, 8)) * 2)
-    assert ece_floor(many) < 0.7 * ece_floor(many[:240])
+    assert 0.35 < ece_floor(many) / ece_floor(many[:240]) < 0.65
 
 
 def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_scaling(tmp_path):
@@ -267,7 +268,8 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
 def test_calibrate_fits_one_temperature_on_every_run_s_validation_clips_and_rescores_each_run(
         trained_checkpoint, data_dir, tmp_path, monkeypatch):
     from emotion_lightning.calibrate import calibrate_sweep
-    from emotion_lightning.evaluation.sweep_calibration import VAL_LOGITS_FILE, apply_temperature, read_logits
+    from emotion_lightning.evaluation.sweep_calibration import (VAL_LOGITS_FILE, apply_temperature, read_logits,
+                                                                val_files)
 
     source = trained_checkpoint.parent.parent
     runs = [tmp_path / "sweep" / f"{job}_resnet" for job in (0, 1)]
@@ -286,13 +288,16 @@ def test_calibrate_fits_one_temperature_on_every_run_s_validation_clips_and_resc
     after = [json.loads((run / "metrics.json").read_text()) for run in runs]
     temperature = after[0]["calibration"]["temperature"]
     classes = before[0]["classes"]
-    val = [read_logits(run / VAL_LOGITS_FILE, classes) for run in runs]
+    val = [read_logits(run / VAL_LOGITS_FILE, classes, val_files(run)) for run in runs]
     assert len(val[0][1]) == before[0]["clips"]["val"]
     assert temperature == pytest.approx(fit_temperature(np.concatenate([l for l, _ in val]),
                                                         np.concatenate([t for _, t in val])), rel=1e-6)
+    # both runs are one checkpoint on the same validation clips: the sweep's fit is the run's own fit in training
+    assert temperature == pytest.approx(before[0]["calibration"]["temperature"], rel=1e-3)
     assert f"temperature {temperature:.3f}" in printed
     for run, old, new in zip(runs, before, after):
         assert new["calibration"]["temperature"] == temperature and "sweep" in new["temperature_fitted_on"]
+        assert new["calibration"]["run_temperature"] == old["calibration"]["temperature"]
         assert torch.load(run / new["tested_checkpoint"], weights_only=False)["temperature"] == temperature
         assert new["test_ua"] == old["test_ua"] and new["confusion_matrix"] == old["confusion_matrix"]
         probs = pd.read_csv(run / "predictions.csv")[columns].to_numpy()
@@ -305,17 +310,35 @@ def test_calibrate_fits_one_temperature_on_every_run_s_validation_clips_and_resc
     assert json.loads((runs[1] / "metrics.json").read_text()) == after[1]
     calibrate_sweep(tmp_path / "sweep")  # run again (validation scored once, kept): the same results
     assert [json.loads((run / "metrics.json").read_text()) for run in runs] == after
+    # scored again by the checkpoint that now holds the sweep's temperature: the same logits, the same fit
+    (runs[0] / VAL_LOGITS_FILE).unlink()
+    calibrate_sweep(tmp_path / "sweep")
+    assert json.loads((runs[0] / "metrics.json").read_text())["calibration"]["temperature"] == \
+        pytest.approx(temperature, rel=1e-5)
+    # logits left from another training in the folder are refused, not used
+    stale = pd.read_csv(runs[1] / "test_logits.csv")
+    stale[[f"logit_{name}" for name in classes]] = stale[[f"logit_{name}" for name in classes]].to_numpy()[:, ::-1]
+    stale.to_csv(runs[1] / "test_logits.csv", index=False)
+    with pytest.raises(SettingError, match="test_logits.csv does not give predictions.csv's labels"):
+        calibrate_sweep(tmp_path / "sweep")
 
 
 def test_calibrate_refuses_a_sweep_with_unfinished_jobs_and_a_single_run(trained_checkpoint, tmp_path):
-    from emotion_lightning.data.errors import MissingFileError
     from emotion_lightning.evaluation.sweep_calibration import finished_runs
 
     shutil.copytree(trained_checkpoint.parent.parent, tmp_path / "sweep" / "0_resnet",
                     ignore=shutil.ignore_patterns("cache"), symlinks=True)
-    with pytest.raises(MissingFileError, match="1 trained run"):
+    with pytest.raises(SettingError, match="1 trained run"):
         finished_runs(tmp_path / "sweep")
     (tmp_path / "sweep" / "1_resnet" / ".hydra").mkdir(parents=True)
     (tmp_path / "sweep" / "1_resnet" / ".hydra" / "config.yaml").write_text("seed: 1\n")
     with pytest.raises(SettingError, match="1 job.*without results.*run the sweep to its end"):
+        finished_runs(tmp_path / "sweep")
+    shutil.rmtree(tmp_path / "sweep" / "1_resnet")
+    other = tmp_path / "sweep" / "1_other"
+    shutil.copytree(tmp_path / "sweep" / "0_resnet", other, symlinks=True)
+    record = json.loads((other / "metrics.json").read_text())
+    record["settings"] = {**record["settings"], "model.optimizer.lr": 0.5}
+    (other / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(SettingError, match="holds 2 configurations.*calibrate each sweep folder on its own"):
         finished_runs(tmp_path / "sweep")

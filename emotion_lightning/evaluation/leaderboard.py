@@ -137,7 +137,8 @@ def render_encoders(rows: list[dict]) -> str:
         cells = []
         for model in models:
             row = by_model.get(model)
-            cells.append("not run" if row is None else f"{stat_text(row)}; val {float(row['val_ua']):.3f}"
+            cells.append("not run" if row is None else stat_text(row)
+                         + (f"; val {float(row['val_ua']):.3f}" if row["val_ua"] else "")
                          + (f"; {_fit_text(row)} a fold" if row["fit_seconds"] else ""))
         lines.append(f"| {encoder} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

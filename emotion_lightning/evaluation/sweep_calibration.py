@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
-from emotion_lightning.data.errors import MissingFileError, SettingError
+from emotion_lightning.data.errors import SettingError
+from emotion_lightning.evaluation.aggregate import read_runs
 from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, fit_temperature, probabilities
-from emotion_lightning.evaluation.test_results import PREDICTIONS_FILE, plot_run_reliability
+from emotion_lightning.evaluation.test_results import PREDICTIONS_FILE, PROBABILITY_FORMAT, plot_run_reliability
 from emotion_lightning.evaluation.unfinished import read_unfinished
 
 # A run's validation clips as scored by its tested checkpoint (file, speaker, true and one logit per class), and its
@@ -30,26 +31,29 @@ TEST_LOGITS_FILE = "test_logits.csv"
 
 
 def finished_runs(sweep: str | Path) -> list[Path]:
-    """The trained runs under `sweep` (run dirs with metrics.json and a tested checkpoint); refuses a sweep with
-    jobs that have not finished, whose validation clips would be missing from the fit."""
+    """The trained runs under `sweep` (run dirs with metrics.json and a tested checkpoint), which must be one
+    configuration (seeds and folds pooled); refuses a sweep with jobs that have not finished, whose validation clips
+    would be missing from the fit. Evaluations of checkpoints inside it are left alone."""
     sweep = Path(sweep)
     unfinished = read_unfinished(sweep)
     if not unfinished.empty:
         raise SettingError(f"{sweep}: {len(unfinished)} job(s) without results ({unfinished['run_dir'].iloc[0]}: "
                            f"{unfinished['status'].iloc[0]}); run the sweep to its end first, then calibrate it")
-    runs = []
-    for path in sorted(sweep.rglob("metrics.json")):
-        metrics = json.loads(path.read_text())
-        if "ckpt_path" in metrics:
-            continue  # an eval's results, not a trained run
-        if not metrics.get("tested_checkpoint") or not (path.parent / PREDICTIONS_FILE).is_file():
-            raise SettingError(f"{path.parent}: no tested checkpoint or {PREDICTIONS_FILE}; only trained runs of "
-                               "networks can be calibrated")
-        runs.append(path.parent)
+    runs = read_runs(sweep)
+    runs = runs[runs["kind"] == "train"]
+    if runs["configuration"].nunique() > 1:
+        raise SettingError(f"{sweep} holds {runs['configuration'].nunique()} configurations "
+                           f"({'; '.join(sorted(runs['configuration'].unique()))}); one temperature is for the runs "
+                           "of one configuration: calibrate each sweep folder on its own")
+    for run_dir in runs["run_dir"]:
+        metrics = run_metrics(Path(run_dir))
+        if not metrics.get("tested_checkpoint") or not (Path(run_dir) / PREDICTIONS_FILE).is_file():
+            raise SettingError(f"{run_dir}: no tested checkpoint or {PREDICTIONS_FILE} (an ensemble or a run written "
+                               "before they were kept); move it out of the sweep folder or train it again")
     if len(runs) < 2:
-        raise MissingFileError(f"{sweep}: {len(runs)} trained run(s) found; a sweep temperature pools several runs' "
-                               "validation clips (for one run, training has already fitted its own)")
-    return runs
+        raise SettingError(f"{sweep}: {len(runs)} trained run(s) found; a sweep temperature pools several runs' "
+                           "validation clips (for one run, training has already fitted its own)")
+    return [Path(run_dir) for run_dir in runs["run_dir"]]
 
 
 def logits_from(table: pd.DataFrame, temperature: float | None) -> tuple[np.ndarray, list[str]]:
@@ -64,16 +68,24 @@ def write_logits(path: Path, predictions: pd.DataFrame, temperature: float | Non
     logits, classes = logits_from(predictions, temperature)
     table = predictions[["file", "speaker", "true"]].copy()
     for index, name in enumerate(classes):
-        table[f"logit_{name}"] = logits[:, index].round(6)
-    write_text(path, table.to_csv(index=False))
+        table[f"logit_{name}"] = logits[:, index]
+    write_text(path, table.to_csv(index=False, float_format="%.8g"))
 
 
-def read_logits(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def read_logits(path: Path, classes: list[str], files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A logits file's logits and labels, which must be of exactly `files` (else it is left from an earlier run in
+    the same folder: delete it, and calibrate scores the run again)."""
     table = pd.read_csv(path)
-    missing = set(table["true"]) - set(classes)
-    if missing:
-        raise SettingError(f"{path}: labels {sorted(missing)} are not the run's classes {classes}")
-    return table[[f"logit_{name}" for name in classes]].to_numpy(dtype=np.float64), table["true"].map(classes.index).to_numpy()
+    if sorted(table["file"]) != sorted(files) or set(table["true"]) - set(classes):
+        raise SettingError(f"{path} does not hold this run's clips (left from an earlier training in the same "
+                           "folder?); delete it and calibrate again")
+    logits = table[[f"logit_{name}" for name in classes]].to_numpy(dtype=np.float64)
+    return logits, table["true"].map(classes.index).to_numpy()
+
+
+def val_files(run_dir: Path) -> list[str]:
+    split = pd.read_csv(run_dir / "split.csv")
+    return split.loc[split["part"] == "val", "file"].tolist()
 
 
 def run_metrics(run_dir: Path) -> dict:
@@ -82,14 +94,15 @@ def run_metrics(run_dir: Path) -> dict:
 
 def sweep_temperature(runs: list[Path]) -> tuple[float, int]:
     """The one temperature minimising the NLL of all the runs' validation clips; and how many clips that was."""
-    logits, true = zip(*(read_logits(run / VAL_LOGITS_FILE, run_metrics(run)["classes"]) for run in runs))
+    logits, true = zip(*(read_logits(run / VAL_LOGITS_FILE, run_metrics(run)["classes"], val_files(run))
+                         for run in runs))
     logits, true = np.concatenate(logits), np.concatenate(true)
     return fit_temperature(logits, true), len(true)
 
 
-def apply_temperature(run_dir: Path, temperature: float, fitted_on: str) -> dict:
-    """Rescore a run's test probabilities at `temperature`: predictions.csv, metrics.json's calibration fields
-    and reliability.png rewritten (each whole or not at all); labels and UA cannot change. Returns metrics.json."""
+def test_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    """The run's test logits as it first reported them (RUN/test_logits.csv, written from predictions.csv the first
+    time), their labels, predictions.csv and metrics.json; refuses files that do not belong together."""
     metrics = run_metrics(run_dir)
     predictions = pd.read_csv(run_dir / PREDICTIONS_FILE)
     classes = metrics["classes"]
@@ -98,16 +111,33 @@ def apply_temperature(run_dir: Path, temperature: float, fitted_on: str) -> dict
                            f"classes {classes}")
     if not (run_dir / TEST_LOGITS_FILE).is_file():
         write_logits(run_dir / TEST_LOGITS_FILE, predictions, (metrics.get("calibration") or {}).get("temperature"))
-    logits, true = read_logits(run_dir / TEST_LOGITS_FILE, classes)
+    logits, true = read_logits(run_dir / TEST_LOGITS_FILE, classes, predictions["file"].tolist())
+    table = pd.read_csv(run_dir / TEST_LOGITS_FILE)
+    if not (table["file"].to_numpy() == predictions["file"].to_numpy()).all() or \
+            not (np.array(classes)[logits.argmax(axis=1)] == predictions["predicted"].to_numpy()).all():
+        raise SettingError(f"{run_dir / TEST_LOGITS_FILE} does not give {PREDICTIONS_FILE}'s labels (left from an "
+                           "earlier training in the same folder?); delete it and calibrate again")
+    return logits, true, predictions, metrics
+
+
+def apply_temperature(run_dir: Path, temperature: float, fitted_on: str) -> dict:
+    """Rescore a run's test probabilities at `temperature`: predictions.csv, metrics.json's calibration fields
+    and reliability.png rewritten (each whole or not at all); labels and UA cannot change. The temperature the run
+    fitted for itself is kept as `calibration.run_temperature`. Returns metrics.json."""
+    logits, true, predictions, metrics = test_logits(run_dir)
+    classes = metrics["classes"]
     raw, calibrated = probabilities(logits), probabilities(logits, temperature)
     for index, name in enumerate(classes):
-        predictions[f"p_{name}"] = calibrated[:, index].round(6)
+        predictions[f"p_{name}"] = calibrated[:, index]
     after = calibration_scores(calibrated, true)
+    own = metrics.get("calibration") or {}
     metrics |= {f"test_{key}": value for key, value in after.items()}
-    metrics["calibration"] = {"temperature": temperature, "before": calibration_scores(raw, true), "after": after}
+    metrics["calibration"] = {"temperature": temperature, "run_temperature": own.get("run_temperature",
+                                                                                     own.get("temperature")),
+                              "before": calibration_scores(raw, true), "after": after}
     metrics["temperature_fitted_on"] = fitted_on
     metrics["reliability"] = {"before scaling": bin_table(raw, true), "after scaling": bin_table(calibrated, true)}
-    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False, float_format=PROBABILITY_FORMAT))
     plot_run_reliability(run_dir, metrics)
     write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

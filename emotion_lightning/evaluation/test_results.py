@@ -32,6 +32,8 @@ def breakdowns(rows: pd.DataFrame, true: np.ndarray, predicted: np.ndarray, clas
 
 
 PREDICTIONS_FILE = "predictions.csv"
+# 8 significant digits: small probabilities keep their size, so their logits can be recovered (calibrate does)
+PROBABILITY_FORMAT = "%.8g"
 
 
 def tested_rows(model, datamodule) -> tuple[pd.DataFrame, np.ndarray]:
@@ -52,7 +54,7 @@ def predictions_table(model, datamodule) -> pd.DataFrame:
                           "predicted": [classes[i] for i in results["predicted"]]})
     probabilities = results.get("probabilities")
     for index, name in enumerate(classes):
-        table[f"p_{name}"] = probabilities[:, index].round(6) if probabilities is not None else np.nan
+        table[f"p_{name}"] = probabilities[:, index] if probabilities is not None else np.nan
     return table
 
 
@@ -117,7 +119,7 @@ def plot_run_reliability(run_dir: Path, report: dict) -> None:
 def save_report(run_dir: Path, report: dict, predictions: pd.DataFrame) -> None:
     """metrics.json, confusion_matrix.png, reliability.png and predictions.csv in the run dir (each written whole
     or not at all). metrics.json goes last: its presence marks a finished run."""
-    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False))
+    write_text(run_dir / PREDICTIONS_FILE, predictions.to_csv(index=False, float_format=PROBABILITY_FORMAT))
     plot_confusion_matrix(report["confusion_matrix"], report["classes"], run_dir / "confusion_matrix.png",
                           run_title(report))
     plot_run_reliability(run_dir, report)
