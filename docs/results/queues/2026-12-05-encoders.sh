@@ -13,7 +13,7 @@
 #   and regularisers with time masks of the cached frames in place of SpecAugment; nothing in it is tuned here.
 set -u
 cd "$(dirname "$0")/../../.."
-#   best_scratch's 18 runs are rerun for their calibration (its row predates it);
+#   best_scratch's 18 runs and tiny.en's full fine-tuning are rerun for their calibration (their rows predate it);
 #   its seed-0 runs were made first, as their own sweep, and copied into the 18-run sweep's job dirs (job = 3 x fold
 #   + seed), where they count as finished.
 sweep() {  # NAME OVERRIDES...
@@ -27,4 +27,8 @@ sweep best_scratch_seed0 experiment=best_scratch split=speaker_kfold split.fold=
 sweep pretrained_partial_base experiment=pretrained_partial model=whisper_base_partial split=speaker_kfold split.fold=0,1,2,3,4,5
 sweep best_scratch experiment=best_scratch split=speaker_kfold split.fold=0,1,2,3,4,5 seed=0,1,2
 sweep pretrained_partial experiment=pretrained_partial split=speaker_kfold split.fold=0,1,2,3,4,5
+sweep pretrained_finetune experiment=pretrained_finetune split=speaker_kfold split.fold=0,1,2,3,4,5
 sweep pretrained_finetune_base experiment=pretrained_finetune model=whisper_base_finetune split=speaker_kfold split.fold=0,1,2,3,4,5
+for name in best_scratch pretrained_partial_base pretrained_partial pretrained_finetune pretrained_finetune_base; do
+  emotion-lightning calibrate outputs/multiruns/$name >> outputs/queue_encoders.log 2>&1
+done
