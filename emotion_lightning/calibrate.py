@@ -53,8 +53,8 @@ def score_validation(run_dir: Path) -> None:
 
 def calibrate_sweep(sweep: str | Path) -> str:
     runs = finished_runs(sweep)
-    for run in runs:  # every run checked (and its test logits kept) before any checkpoint changes
-        test_logits(run)
+    # every run checked (and its test logits kept) before any checkpoint changes
+    reported = {run: test_logits(run) for run in runs}
     to_score = [run for run in runs if not (run / VAL_LOGITS_FILE).is_file()]
     for run in tqdm(to_score, desc="scoring validation clips", unit="run", disable=not to_score):
         score_validation(run)
@@ -65,8 +65,8 @@ def calibrate_sweep(sweep: str | Path) -> str:
     for run in runs:
         tested = run / run_metrics(run)["tested_checkpoint"]
         store_temperature(tested, temperature)
-        after = apply_temperature(run, temperature, fitted_on)
-        logits, true, _, _ = test_logits(run)
+        after = apply_temperature(run, temperature, fitted_on, reported[run])
+        logits, true = reported[run][:2]
         own = after["calibration"]["run_temperature"] or 1.0
         own_ece = expected_calibration_error(probabilities(logits, own), true)
         lines.append(f"  {run.name}: {own:.3f} -> {temperature:.3f}; ECE {after['calibration']['before']['ece']:.3f}, "

@@ -23,7 +23,7 @@ import pandas as pd
 
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
-from emotion_lightning.evaluation.calibration import ece_floor, expected_calibration_error, probabilities
+from emotion_lightning.evaluation.calibration import ece_floor, expected_calibration_error, logits_of, probabilities
 from emotion_lightning.evaluation.identity import ADDED_LATER, MEMBER, POOLED, identity, without_neutral
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
@@ -189,9 +189,8 @@ def pooled_calibration(runs: pd.DataFrame) -> dict | None:
         index = {column[2:]: number for number, column in enumerate(columns)}
         probs.append(given)
         true.append(table["true"].map(index).to_numpy())
-        # the reported probabilities are softmax(logits / T): T x their log gives the logits back up to a constant
-        scale = 1.0 if temperature is None or pd.isna(temperature) else float(temperature)
-        raw.append(probabilities(np.log(np.clip(given, 1e-12, None)) * scale))
+        scale = None if temperature is None or pd.isna(temperature) else float(temperature)
+        raw.append(probabilities(logits_of(given, scale)))
     probs, true, raw = np.concatenate(probs), np.concatenate(true), np.concatenate(raw)
     if not len(true) or pd.isna(true).any():
         return None

@@ -24,6 +24,12 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
 
 
+def logits_of(probs: np.ndarray, temperature: float | None = 1.0) -> np.ndarray:
+    """The logits behind probabilities reported at `temperature` (softmax(logits / T)), up to a constant per row:
+    T x log p. Exact zeros (underflow) are clipped so their log stays finite."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None)) * (temperature or 1.0)
+
+
 def bin_table(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> list[dict]:
     """Per equal-width confidence bin (top-1): clips, mean confidence, accuracy."""
     probs, true = np.asarray(probs, dtype=np.float64), np.asarray(true)

@@ -263,7 +263,7 @@ def build_report(folders: str | Path | list, out: str | Path) -> dict[str, pd.Da
                               + embedded_image(_figure(out, "per_emotion_f1", plot_grouped_bars,
                                                        tables["per_emotion_f1"], "test F1"))))
         html_sections += _condition_sections(runs, out, tables, markdown_parts)
-        html_sections += _calibration_sections(runs, metrics, out, markdown_parts)
+        html_sections += _calibration_sections(runs, metrics, summary, out, markdown_parts)
         html_sections += _learning_curve_sections(runs, out, jobs)
         tables["speakers"] = held_out_speakers(runs, metrics, jobs)
         markdown_parts += ["## Held-out speakers per run (UA on each)\n", aggregate.markdown_frame(tables["speakers"])]
@@ -320,9 +320,12 @@ def _ua_chart(out: Path, summary: list[dict]) -> Path:
     return path
 
 
-def _calibration_sections(runs: pd.DataFrame, metrics: dict, out: Path, markdown_parts: list) -> list:
-    """Reliability diagrams per configuration (its runs' test clips pooled), before and after temperature scaling."""
+def _calibration_sections(runs: pd.DataFrame, metrics: dict, summary: list[dict], out: Path,
+                          markdown_parts: list) -> list:
+    """Reliability diagrams per configuration (its runs' test clips pooled), before and after temperature scaling,
+    with the pooled ECE that `summary` (aggregate's) holds."""
     pooled = pooled_reliability(runs, metrics)
+    pooled_ece = {entry["configuration"]: entry.get("pooled_calibration") for entry in summary}
     if not pooled:
         return []
     images, lines = [], []
@@ -330,7 +333,7 @@ def _calibration_sections(runs: pd.DataFrame, metrics: dict, out: Path, markdown
         path = out / "figures" / f"reliability_{index:02d}.png"
         plot_reliability(tables, path, title=textwrap.fill(label, 60))
         images.append(embedded_image(path, "cm"))
-        scores = aggregate.pooled_calibration(runs[runs["configuration"] == label])
+        scores = pooled_ece.get(label)
         lines.append(f"- {label}: `figures/{path.name}`" + (
             f"; ECE on its {scores['clips']} test clips {scores['ece_before']:.3f} as trained, {scores['ece']:.3f} "
             f"reported (floor {scores['floor']:.3f})" if scores else ""))

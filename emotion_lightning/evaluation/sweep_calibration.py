@@ -19,7 +19,8 @@ import pandas as pd
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import read_runs
-from emotion_lightning.evaluation.calibration import bin_table, calibration_scores, fit_temperature, probabilities
+from emotion_lightning.evaluation.calibration import (bin_table, calibration_scores, fit_temperature, logits_of,
+                                                     probabilities)
 from emotion_lightning.evaluation.test_results import PREDICTIONS_FILE, PROBABILITY_FORMAT, plot_run_reliability
 from emotion_lightning.evaluation.unfinished import read_unfinished
 
@@ -60,7 +61,7 @@ def logits_from(table: pd.DataFrame, temperature: float | None) -> tuple[np.ndar
     """The logits (up to a constant per row) behind a predictions table's `p_CLASS` columns, reported at T."""
     columns = [column for column in table.columns if column.startswith("p_")]
     given = table[columns].to_numpy(dtype=np.float64)
-    return np.log(np.clip(given, 1e-12, None)) * (temperature or 1.0), [column[2:] for column in columns]
+    return logits_of(given, temperature), [column[2:] for column in columns]
 
 
 def write_logits(path: Path, predictions: pd.DataFrame, temperature: float | None) -> None:
@@ -73,12 +74,13 @@ def write_logits(path: Path, predictions: pd.DataFrame, temperature: float | Non
 
 
 def read_logits(path: Path, classes: list[str], files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A logits file's logits and labels, which must be of exactly `files` (else it is left from an earlier run in
-    the same folder: delete it, and calibrate scores the run again)."""
+    """A logits file's logits and labels in the order of `files`, which must be exactly its clips (else it is left
+    from an earlier run in the same folder: delete it, and calibrate scores the run again)."""
     table = pd.read_csv(path)
     if sorted(table["file"]) != sorted(files) or set(table["true"]) - set(classes):
         raise SettingError(f"{path} does not hold this run's clips (left from an earlier training in the same "
                            "folder?); delete it and calibrate again")
+    table = table.set_index("file").loc[files]
     logits = table[[f"logit_{name}" for name in classes]].to_numpy(dtype=np.float64)
     return logits, table["true"].map(classes.index).to_numpy()
 
@@ -112,19 +114,18 @@ def test_logits(run_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, di
     if not (run_dir / TEST_LOGITS_FILE).is_file():
         write_logits(run_dir / TEST_LOGITS_FILE, predictions, (metrics.get("calibration") or {}).get("temperature"))
     logits, true = read_logits(run_dir / TEST_LOGITS_FILE, classes, predictions["file"].tolist())
-    table = pd.read_csv(run_dir / TEST_LOGITS_FILE)
-    if not (table["file"].to_numpy() == predictions["file"].to_numpy()).all() or \
-            not (np.array(classes)[logits.argmax(axis=1)] == predictions["predicted"].to_numpy()).all():
+    if not (np.array(classes)[logits.argmax(axis=1)] == predictions["predicted"].to_numpy()).all():
         raise SettingError(f"{run_dir / TEST_LOGITS_FILE} does not give {PREDICTIONS_FILE}'s labels (left from an "
                            "earlier training in the same folder?); delete it and calibrate again")
     return logits, true, predictions, metrics
 
 
-def apply_temperature(run_dir: Path, temperature: float, fitted_on: str) -> dict:
+def apply_temperature(run_dir: Path, temperature: float, fitted_on: str, reported: tuple | None = None) -> dict:
     """Rescore a run's test probabilities at `temperature`: predictions.csv, metrics.json's calibration fields
     and reliability.png rewritten (each whole or not at all); labels and UA cannot change. The temperature the run
-    fitted for itself is kept as `calibration.run_temperature`. Returns metrics.json."""
-    logits, true, predictions, metrics = test_logits(run_dir)
+    fitted for itself is kept as `calibration.run_temperature`. `reported`: test_logits(run_dir), when already read.
+    Returns metrics.json."""
+    logits, true, predictions, metrics = reported or test_logits(run_dir)
     classes = metrics["classes"]
     raw, calibrated = probabilities(logits), probabilities(logits, temperature)
     for index, name in enumerate(classes):

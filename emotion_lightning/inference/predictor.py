@@ -267,7 +267,7 @@ class EmotionPredictor:
         before it, as the test of a run averages crops before it, so a file's label never depends on T."""
         if self.temperature == 1.0:
             return probabilities
-        return calibration.probabilities(np.log(np.clip(probabilities, 1e-30, None))[None], self.temperature)[0]
+        return calibration.probabilities(calibration.logits_of(probabilities)[None], self.temperature)[0]
 
     def _summary(self, num_samples: int, starts: list[int], probabilities: list[np.ndarray | None]) -> dict:
         """Aggregate = mean of the speech windows' probabilities (no label without speech); plus one timeline
