@@ -3,7 +3,8 @@ validation actors), then stored in each run's tested checkpoint and applied to i
 
     emotion-lightning calibrate outputs/multiruns/best_scratch
 
-Each run's tested checkpoint first scores its validation clips (`eval part=val`, once: kept as RUN/val_logits.csv).
+Each run's tested checkpoint first scores its validation clips (`eval part=val`, once: kept as RUN/val_logits.csv;
+an ensemble kept them from training, having no checkpoint of its own).
 Then predictions.csv, metrics.json (test_ece, calibration, temperature_fitted_on) and reliability.png of every run
 are rewritten; labels and UA do not change. predict, export, serve and ensembles read the checkpoint's new
 temperature. Running it again gives the same result.
@@ -63,8 +64,8 @@ def calibrate_sweep(sweep: str | Path) -> str:
     lines = [f"temperature {temperature:.3f} fitted on the validation clips of {len(runs)} runs ({clips} clips)",
              "run: its own temperature -> the sweep's; test ECE as trained, with its own, with the sweep's"]
     for run in runs:
-        tested = run / run_metrics(run)["tested_checkpoint"]
-        store_temperature(tested, temperature)
+        if tested := run_metrics(run).get("tested_checkpoint"):  # an ensemble has none: its files are all it has
+            store_temperature(run / tested, temperature)
         after = apply_temperature(run, temperature, fitted_on, reported[run])
         logits, true = reported[run][:2]
         own = after["calibration"]["run_temperature"] or 1.0

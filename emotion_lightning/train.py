@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import SettingError, UsageError
+from emotion_lightning.evaluation.sweep_calibration import save_val_logits
 from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
@@ -52,6 +53,8 @@ def train(cfg: DictConfig) -> dict:
     report = run_record(cfg, test_report(model, datamodule), model, datamodule, **fit_facts)
     if rank_zero():  # every rank holds the same gathered results; one writes them
         save_report(Path(cfg.paths.output_dir), report, predictions_table(model, datamodule))
+        if report.get("temperature_fitted_on") and not model.trainable:  # an ensemble: for its sweep's calibrate
+            save_val_logits(Path(cfg.paths.output_dir), model, datamodule)
         log_report(loggers, report, Path(cfg.paths.output_dir))
     return report
 

@@ -342,3 +342,11 @@ def test_calibrate_refuses_a_sweep_with_unfinished_jobs_and_a_single_run(trained
     (other / "metrics.json").write_text(json.dumps(record))
     with pytest.raises(SettingError, match="holds 2 configurations.*calibrate each sweep folder on its own"):
         finished_runs(tmp_path / "sweep")
+    # a run with neither a checkpoint to score its validation clips with nor their logits kept
+    shutil.rmtree(other)
+    shutil.copytree(tmp_path / "sweep" / "0_resnet", other, symlinks=True)
+    record = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**record, "tested_checkpoint": None}))
+    (other / "val_logits.csv").unlink(missing_ok=True)
+    with pytest.raises(SettingError, match="1_other: no predictions.csv, or neither a tested checkpoint nor val_logits"):
+        finished_runs(tmp_path / "sweep")

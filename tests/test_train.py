@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,9 @@ def test_svm_runs_through_the_same_entry_point(data_dir, fixture_run, tmp_path):
 
 
 def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, tmp_path):
+    from emotion_lightning.calibrate import calibrate_sweep
+    from emotion_lightning.evaluation.calibration import fit_temperature
+
     checkpoints = sorted(str(p) for p in (fixture_run / "checkpoints").glob("*.ckpt") if not p.is_symlink())  # best, last
     result = run_train("model=ensemble", f"model.checkpoints=[{','.join(checkpoints)}]", f"paths.data_dir={data_dir}",
                        f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}", "seed=1")
@@ -139,6 +143,21 @@ def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, t
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"] == "ensemble" and metrics["params"] == 2 * 174_840
     assert metrics["best_epoch"] is None and sum(map(sum, metrics["confusion_matrix"])) == 15
+    # its own temperature, fitted on the averaged probabilities of the validation clips, which it keeps
+    classes, split = metrics["classes"], pd.read_csv(tmp_path / "split.csv")
+    val = pd.read_csv(tmp_path / "val_logits.csv")
+    assert sorted(val["file"]) == sorted(split.loc[split["part"] == "val", "file"]) and len(val) == metrics["clips"]["val"]
+    temperature = fit_temperature(val[[f"logit_{name}" for name in classes]].to_numpy(), val["true"].map(classes.index))
+    assert metrics["temperature_fitted_on"] == "val"
+    assert metrics["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-4)
+    # so `calibrate` pools an ensemble sweep's runs without a checkpoint to score them with
+    for job in (0, 1):
+        shutil.copytree(tmp_path, tmp_path / "sweep" / f"{job}_ensemble", ignore=shutil.ignore_patterns("sweep"))
+    printed = calibrate_sweep(tmp_path / "sweep")
+    calibrated = json.loads((tmp_path / "sweep" / "0_ensemble" / "metrics.json").read_text())
+    assert calibrated["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-4)  # the same clips twice
+    assert "sweep's 2 runs" in calibrated["temperature_fitted_on"] and "2 runs" in printed
+    assert calibrated["test_ua"] == metrics["test_ua"]
 
 
 def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, fixture_run, tmp_path):
@@ -152,8 +171,6 @@ def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, 
 
 
 def test_an_ensemble_finds_its_members_in_a_sweep_dir(data_dir, fixture_run, tmp_path):
-    import shutil
-
     for seed in (0, 1):  # two runs of the same split, as a sweep over seeds leaves them
         shutil.copytree(fixture_run, tmp_path / "sweep" / f"{seed}_resnet", ignore=shutil.ignore_patterns("csv"))
     result = run_train("model=ensemble", f"model.sweeps=[{tmp_path}/sweep]", f"paths.data_dir={data_dir}",

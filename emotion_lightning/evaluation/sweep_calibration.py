@@ -46,11 +46,12 @@ def finished_runs(sweep: str | Path) -> list[Path]:
         raise SettingError(f"{sweep} holds {runs['configuration'].nunique()} configurations "
                            f"({'; '.join(sorted(runs['configuration'].unique()))}); one temperature is for the runs "
                            "of one configuration: calibrate each sweep folder on its own")
-    for run_dir in runs["run_dir"]:
-        metrics = run_metrics(Path(run_dir))
-        if not metrics.get("tested_checkpoint") or not (Path(run_dir) / PREDICTIONS_FILE).is_file():
-            raise SettingError(f"{run_dir}: no tested checkpoint or {PREDICTIONS_FILE} (an ensemble or a run written "
-                               "before they were kept); move it out of the sweep folder or train it again")
+    for run_dir in map(Path, runs["run_dir"]):
+        scorable = run_metrics(run_dir).get("tested_checkpoint") or (run_dir / VAL_LOGITS_FILE).is_file()
+        if not scorable or not (run_dir / PREDICTIONS_FILE).is_file():
+            raise SettingError(f"{run_dir}: no {PREDICTIONS_FILE}, or neither a tested checkpoint nor {VAL_LOGITS_FILE}"
+                               " (a run written before they were kept, or an ensemble built with calibration=none); "
+                               "move it out of the sweep folder or train it again")
     if len(runs) < 2:
         raise SettingError(f"{sweep}: {len(runs)} trained run(s) found; a sweep temperature pools several runs' "
                            "validation clips (for one run, training has already fitted its own)")
@@ -67,10 +68,23 @@ def logits_from(table: pd.DataFrame, temperature: float | None) -> tuple[np.ndar
 def write_logits(path: Path, predictions: pd.DataFrame, temperature: float | None) -> None:
     """A logits file (VAL_LOGITS_FILE, TEST_LOGITS_FILE) from a predictions table reported at `temperature`."""
     logits, classes = logits_from(predictions, temperature)
-    table = predictions[["file", "speaker", "true"]].copy()
+    write_logits_table(path, predictions[["file", "speaker", "true"]].copy(), logits, classes)
+
+
+def write_logits_table(path: Path, clips: pd.DataFrame, logits: np.ndarray, classes: list[str]) -> None:
     for index, name in enumerate(classes):
-        table[f"logit_{name}"] = logits[:, index]
-    write_text(path, table.to_csv(index=False, float_format="%.8g"))
+        clips[f"logit_{name}"] = logits[:, index]
+    write_text(path, clips.to_csv(index=False, float_format="%.8g"))
+
+
+def save_val_logits(run_dir: Path, model, datamodule) -> None:
+    """RUN/val_logits.csv from the validation pass that fitted a run's own temperature (logits as trained). An
+    ensemble has no checkpoint that `calibrate` could score its validation clips with again: it keeps them so."""
+    rows = datamodule.rows("val").iloc[model.val_positions]
+    log_probabilities, true = model.val_scores
+    clips = pd.DataFrame({"file": datamodule.clip_files(rows).to_numpy(), "speaker": rows["speaker"].to_numpy(),
+                          "true": [model.classes[index] for index in true]})
+    write_logits_table(run_dir / VAL_LOGITS_FILE, clips, log_probabilities, model.classes)
 
 
 def read_logits(path: Path, classes: list[str], files: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,7 @@ class EmotionClassifier(L.LightningModule):
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.test_results: dict | None = None
         self.val_scores: tuple[np.ndarray, np.ndarray] | None = None  # the last validation's (log-probs, true)
+        self.val_positions: np.ndarray | None = None  # ... and their clips' positions in the validation dataset
         self.temperature = 1.0
         self.trainable = True  # an ensemble of trained checkpoints is only tested
         self.spec_augment, self.mixup_alpha = spec_augment, float(mixup_alpha)
@@ -121,7 +122,7 @@ class EmotionClassifier(L.LightningModule):
         self._outputs.append((logits.float().log_softmax(dim=1), labels))
 
     def on_validation_epoch_end(self):
-        _, log_probabilities, true = self.scored_clips(self.trainer.val_dataloaders)
+        self.val_positions, log_probabilities, true = self.scored_clips(self.trainer.val_dataloaders)
         self.val_scores = (log_probabilities, true)
         if self.trainer.state.fn != TrainerFn.FITTING:
             return  # a validation pass after fit (to fit the temperature) is not part of the learning curve

@@ -109,17 +109,22 @@ CALIBRATIONS = ("temperature", "none")
 def calibrate(cfg: DictConfig, trainer, model, datamodule, best_path: str) -> float | None:
     """Temperature scaling: one temperature fitted on the validation clips with the best checkpoint's weights
     (validation is what chose that checkpoint; test is never looked at), stored in the checkpoint, so test, eval,
-    predict and export all report probabilities divided by it. None when turned off or nothing was checkpointed."""
+    predict and export all report probabilities divided by it. An ensemble of checkpoints (not trainable) fits one
+    on its averaged probabilities and holds it for its test: it has no checkpoint of its own. None when turned off
+    or nothing was checkpointed."""
     method = cfg.get("calibration", "none")
     if method not in CALIBRATIONS:
         raise SettingError(f"calibration={method!r}; use one of {', '.join(CALIBRATIONS)}")
-    if method == "none" or not best_path:
+    if method == "none" or (model.trainable and not best_path):
         return None
-    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     temperature = fit_temperature(*model.val_scores)  # every rank gathered the same clips: the same value
-    if trainer.is_global_zero:
-        store_temperature(best_path, temperature)
-    trainer.strategy.barrier()  # the test below reads the checkpoint back
+    if best_path:
+        if trainer.is_global_zero:
+            store_temperature(best_path, temperature)
+        trainer.strategy.barrier()  # the test below reads the checkpoint back
+    else:
+        model.temperature = temperature
     log.info("temperature %.3f fitted on %d validation clips", temperature, len(model.val_scores[1]))
     return temperature
 
@@ -145,7 +150,7 @@ def fit_and_test_lightning(cfg: DictConfig, model, datamodule, loggers: list, re
     best_path = checkpoint.best_model_path if checkpoint else ""
     if model.trainable and not best_path:
         log.warning("no best checkpoint was saved (fast_dev_run, or no validation score): testing the last weights")
-    temperature = calibrate(cfg, trainer, model, datamodule, best_path) if model.trainable else None
+    temperature = calibrate(cfg, trainer, model, datamodule, best_path)
     if best_path and trainer.is_global_zero:
         link_best(best_path)
     trainer.test(model, datamodule=datamodule, ckpt_path="best" if best_path else None)
