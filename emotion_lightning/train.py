@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 import emotion_lightning  # noqa: F401  (registers the config resolvers)
 from emotion_lightning.data.errors import SettingError, UsageError
-from emotion_lightning.evaluation.sweep_calibration import save_val_logits
+from emotion_lightning.evaluation.sweep_calibration import discard_logits, save_val_logits
 from emotion_lightning.evaluation.test_results import predictions_table, save_report, test_report
 from emotion_lightning.models.classical import FeatureClassifier
 from emotion_lightning.training.build import build_datamodule, build_model, use_feature_cache
@@ -37,6 +37,8 @@ def train(cfg: DictConfig) -> dict:
         log.info("%s/metrics.json: this run finished earlier; skipped (delete metrics.json to test it again)",
                  cfg.paths.output_dir)
         return finished
+    if rank_zero():
+        discard_logits(Path(cfg.paths.output_dir))
     # one stream per DDP rank (crops, masks and mixup draws differ between shards); rank 0 and one process: the seed
     L.seed_everything(cfg.seed + process_rank(cfg.trainer.get("num_nodes") or 1), workers=True)
     # ... but one shuffle for all: Lightning seeds its DistributedSampler from PL_GLOBAL_SEED, and ranks shuffling

@@ -3,6 +3,7 @@
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,8 @@ from emotion_lightning.training.fit import calibrate
 from tests.helpers.audio import speech_like
 
 from emotion_lightning.evaluation.calibration import (brier_score, ece_floor, expected_calibration_error,
-                                                      fit_temperature, negative_log_likelihood, plot_reliability,
-                                                      probabilities, bin_table)
+                                                      fit_temperature, logits_of, negative_log_likelihood,
+                                                      plot_reliability, probabilities, bin_table)
 
 
 def test_ece_nll_and_brier_match_a_computation_by_hand():
@@ -67,6 +68,33 @@ def test_scaling_leaves_every_argmax_unchanged():
     logits = np.random.default_rng(2).normal(size=(1000, 8)) * 5
     for temperature in (0.05, 0.5, 1.7, 20.0):
         assert (probabilities(logits, temperature).argmax(axis=1) == logits.argmax(axis=1)).all()
+
+
+def test_logits_of_reported_probabilities_give_them_back_at_any_temperature():
+    logits = np.random.default_rng(5).normal(size=(50, 8)) * 6
+    for temperature in (0.3, 1.0, 4.0):
+        recovered = logits_of(probabilities(logits, temperature), temperature)
+        offset = recovered - logits  # the logits up to a constant per clip
+        np.testing.assert_allclose(offset, offset[:, :1].repeat(8, axis=1), atol=1e-9)
+    # an underflowed zero stays finite and least likely; a tiny probability is kept as it is, not raised to a floor
+    recovered = logits_of(np.array([[0.0, 1e-20, 1.0 - 1e-20]]), 2.0)
+    assert np.isfinite(recovered).all() and recovered[0, 0] < recovered[0, 1] == pytest.approx(2 * np.log(1e-20))
+
+
+def test_logits_files_are_read_in_the_order_asked_and_a_repeated_file_is_refused(tmp_path):
+    from emotion_lightning.evaluation.sweep_calibration import read_logits
+
+    table = pd.DataFrame({"file": ["c.wav", "a.wav", "b.wav"], "speaker": ["s"] * 3, "true": ["sad", "angry", "sad"],
+                          "logit_angry": [0.1, 2.0, 0.3], "logit_sad": [1.5, 0.0, 0.9]})
+    table.to_csv(tmp_path / "val_logits.csv", index=False)
+    logits, true = read_logits(tmp_path / "val_logits.csv", ["angry", "sad"], ["a.wav", "b.wav", "c.wav"])
+    np.testing.assert_allclose(logits, [[2.0, 0.0], [0.3, 0.9], [0.1, 1.5]])
+    assert true.tolist() == [0, 1, 1]
+    with pytest.raises(SettingError, match="does not hold this run's clips"):
+        read_logits(tmp_path / "val_logits.csv", ["angry", "sad"], ["a.wav", "b.wav"])
+    pd.concat([table, table.iloc[:1]]).to_csv(tmp_path / "val_logits.csv", index=False)
+    with pytest.raises(SettingError, match="lists c.wav twice"):
+        read_logits(tmp_path / "val_logits.csv", ["angry", "sad"], ["a.wav", "b.wav", "c.wav", "c.wav"])
 
 
 def test_reliability_diagram_is_written(tmp_path):
@@ -143,9 +171,40 @@ class NoValidation:
 
 def test_calibration_none_fits_nothing_and_an_unknown_method_is_named():
     assert calibrate(OmegaConf.create({"calibration": "none"}), NoValidation(), None, None, "best.ckpt") is None
-    assert calibrate(OmegaConf.create({"calibration": "temperature"}), NoValidation(), None, None, "") is None
+    trained = SimpleNamespace(trainable=True)  # ... that saved no checkpoint to fit a temperature for
+    assert calibrate(OmegaConf.create({"calibration": "temperature"}), NoValidation(), trained, None, "") is None
     with pytest.raises(SettingError, match="calibration='platt'; use one of temperature, none"):
         calibrate(OmegaConf.create({"calibration": "platt"}), NoValidation(), None, None, "best.ckpt")
+
+
+class Validation:
+    """A trainer whose validation pass scores `scored` of the clips with fixed over-confident logits."""
+
+    def __init__(self, scored: int):
+        generator = np.random.default_rng(6)
+        self.logits = generator.normal(size=(scored, 4)) * 5
+        self.true = generator.integers(0, 4, size=scored)
+
+    def validate(self, model, **kwargs):
+        model.val_scores = (self.logits, self.true)
+
+
+def test_an_ensemble_fits_its_own_temperature_unless_its_members_trained_on_its_validation_clips():
+    val = [f"clip{index}" for index in range(40)]
+    datamodule = SimpleNamespace(clip_ids=lambda part: val if part == "val" else [])
+    member = SimpleNamespace(trained_clips={"train": ["other"], "val": val})  # validated on them: as a fold's seeds
+    ensemble = SimpleNamespace(trainable=False, temperature=1.0, network=SimpleNamespace(members=[member, member]))
+    cfg = OmegaConf.create({"calibration": "temperature"})
+    trainer = Validation(40)
+    temperature = calibrate(cfg, trainer, ensemble, datamodule, "")
+    assert temperature == pytest.approx(fit_temperature(trainer.logits, trainer.true)) and temperature > 1
+    assert ensemble.temperature == temperature  # held for its test: it has no checkpoint to store it in
+    # a smoke test's few validation batches fit nothing
+    ensemble.temperature = 1.0
+    assert calibrate(cfg, Validation(8), ensemble, datamodule, "") is None and ensemble.temperature == 1.0
+    # members that trained on these clips are too sure of them: nothing fitted
+    member.trained_clips["train"] = val[:3]
+    assert calibrate(cfg, Validation(40), ensemble, datamodule, "") is None and ensemble.temperature == 1.0
 
 
 def test_aggregate_and_report_pool_calibration_over_runs(trained_checkpoint, tmp_path):
@@ -342,11 +401,16 @@ def test_calibrate_refuses_a_sweep_with_unfinished_jobs_and_a_single_run(trained
     (other / "metrics.json").write_text(json.dumps(record))
     with pytest.raises(SettingError, match="holds 2 configurations.*calibrate each sweep folder on its own"):
         finished_runs(tmp_path / "sweep")
-    # a run with neither a checkpoint to score its validation clips with nor their logits kept
+    # a trained run without a tested checkpoint is refused, validation logits or not (only an ensemble has none)
     shutil.rmtree(other)
     shutil.copytree(tmp_path / "sweep" / "0_resnet", other, symlinks=True)
     record = json.loads((other / "metrics.json").read_text())
-    (other / "metrics.json").write_text(json.dumps({**record, "tested_checkpoint": None}))
-    (other / "val_logits.csv").unlink(missing_ok=True)
-    with pytest.raises(SettingError, match="1_other: no predictions.csv, or neither a tested checkpoint nor val_logits"):
+    (other / "metrics.json").write_text(json.dumps({**record, "tested_checkpoint": None, "tested_weights": "last"}))
+    (other / "val_logits.csv").write_text("file,speaker,true\n")
+    with pytest.raises(SettingError, match="1_other: no predictions.csv, or no tested checkpoint"):
+        finished_runs(tmp_path / "sweep")
+    # an ensemble (nothing trained) without the validation logits it keeps
+    (other / "metrics.json").write_text(json.dumps({**record, "tested_checkpoint": None, "tested_weights": None}))
+    (other / "val_logits.csv").unlink()
+    with pytest.raises(SettingError, match="for an ensemble, no val_logits.csv"):
         finished_runs(tmp_path / "sweep")

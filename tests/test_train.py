@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -137,9 +138,12 @@ def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, t
     from emotion_lightning.evaluation.calibration import fit_temperature
 
     checkpoints = sorted(str(p) for p in (fixture_run / "checkpoints").glob("*.ckpt") if not p.is_symlink())  # best, last
+    member_temperatures = [torch.load(path, weights_only=False)["temperature"] for path in checkpoints]
+    (tmp_path / "test_logits.csv").write_text("left by calibrate from an earlier build in this folder\n")
     result = run_train("model=ensemble", f"model.checkpoints=[{','.join(checkpoints)}]", f"paths.data_dir={data_dir}",
                        f"paths.cache_dir={fixture_run.parent}/cache", f"hydra.run.dir={tmp_path}", "seed=1")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "test_logits.csv").exists()  # stale once the run is built again
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"] == "ensemble" and metrics["params"] == 2 * 174_840
     assert metrics["best_epoch"] is None and sum(map(sum, metrics["confusion_matrix"])) == 15
@@ -156,8 +160,15 @@ def test_ensemble_of_checkpoints_is_tested_like_a_model(data_dir, fixture_run, t
     printed = calibrate_sweep(tmp_path / "sweep")
     calibrated = json.loads((tmp_path / "sweep" / "0_ensemble" / "metrics.json").read_text())
     assert calibrated["calibration"]["temperature"] == pytest.approx(temperature, rel=1e-4)  # the same clips twice
+    assert calibrated["calibration"]["run_temperature"] == metrics["calibration"]["temperature"]
     assert "sweep's 2 runs" in calibrated["temperature_fitted_on"] and "2 runs" in printed
     assert calibrated["test_ua"] == metrics["test_ua"]
+    # the same temperature again: the same probabilities (applied once, to the logits as first reported)
+    columns = [f"p_{name}" for name in classes]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "sweep" / "0_ensemble" / "predictions.csv")[columns],
+                               pd.read_csv(tmp_path / "predictions.csv")[columns], atol=1e-4)
+    # the members' own temperatures are theirs: neither the ensemble's fit nor its sweep's touched them
+    assert [torch.load(path, weights_only=False)["temperature"] for path in checkpoints] == member_temperatures
 
 
 def test_an_ensemble_of_members_that_saw_its_test_speakers_is_refused(data_dir, fixture_run, tmp_path):

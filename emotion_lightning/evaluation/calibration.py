@@ -26,8 +26,8 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def logits_of(probs: np.ndarray, temperature: float | None = 1.0) -> np.ndarray:
     """The logits behind probabilities reported at `temperature` (softmax(logits / T)), up to a constant per row:
-    T x log p. Exact zeros (underflow) are clipped so their log stays finite."""
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None)) * (temperature or 1.0)
+    T x log p. Only zeros (underflow) are raised, to the smallest positive double, so their log stays finite."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).tiny, None)) * (temperature or 1.0)
 
 
 def bin_table(probs: np.ndarray, true: np.ndarray, bins: int = BINS) -> list[dict]:

@@ -47,11 +47,13 @@ def finished_runs(sweep: str | Path) -> list[Path]:
                            f"({'; '.join(sorted(runs['configuration'].unique()))}); one temperature is for the runs "
                            "of one configuration: calibrate each sweep folder on its own")
     for run_dir in map(Path, runs["run_dir"]):
-        scorable = run_metrics(run_dir).get("tested_checkpoint") or (run_dir / VAL_LOGITS_FILE).is_file()
-        if not scorable or not (run_dir / PREDICTIONS_FILE).is_file():
-            raise SettingError(f"{run_dir}: no {PREDICTIONS_FILE}, or neither a tested checkpoint nor {VAL_LOGITS_FILE}"
-                               " (a run written before they were kept, or an ensemble built with calibration=none); "
-                               "move it out of the sweep folder or train it again")
+        metrics = run_metrics(run_dir)
+        # a trained run is scored again by its tested checkpoint; an ensemble has none and kept its validation logits
+        ensemble = metrics.get("tested_weights") is None and (run_dir / VAL_LOGITS_FILE).is_file()
+        if not (metrics.get("tested_checkpoint") or ensemble) or not (run_dir / PREDICTIONS_FILE).is_file():
+            raise SettingError(f"{run_dir}: no {PREDICTIONS_FILE}, or no tested checkpoint (or, for an ensemble, no "
+                               f"{VAL_LOGITS_FILE}): a run written before they were kept; delete its metrics.json and "
+                               "run the sweep again (finished runs are skipped), or move it out of the sweep folder")
     if len(runs) < 2:
         raise SettingError(f"{sweep}: {len(runs)} trained run(s) found; a sweep temperature pools several runs' "
                            "validation clips (for one run, training has already fitted its own)")
@@ -77,6 +79,12 @@ def write_logits_table(path: Path, clips: pd.DataFrame, logits: np.ndarray, clas
     write_text(path, clips.to_csv(index=False, float_format="%.8g"))
 
 
+def discard_logits(run_dir: Path) -> None:
+    """A run trained (again) in `run_dir` makes logits files left there by `calibrate` stale: they go first."""
+    for name in (VAL_LOGITS_FILE, TEST_LOGITS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def save_val_logits(run_dir: Path, model, datamodule) -> None:
     """RUN/val_logits.csv from the validation pass that fitted a run's own temperature (logits as trained). An
     ensemble has no checkpoint that `calibrate` could score its validation clips with again: it keeps them so."""
@@ -94,6 +102,9 @@ def read_logits(path: Path, classes: list[str], files: list[str]) -> tuple[np.nd
     if sorted(table["file"]) != sorted(files) or set(table["true"]) - set(classes):
         raise SettingError(f"{path} does not hold this run's clips (left from an earlier training in the same "
                            "folder?); delete it and calibrate again")
+    if table["file"].duplicated().any():
+        raise SettingError(f"{path} lists {table['file'][table['file'].duplicated()].iloc[0]} twice: clips of two "
+                           "corpora with the same relative path cannot be told apart here")
     table = table.set_index("file").loc[files]
     logits = table[[f"logit_{name}" for name in classes]].to_numpy(dtype=np.float64)
     return logits, table["true"].map(classes.index).to_numpy()

@@ -80,12 +80,13 @@ def finished_record(cfg: DictConfig) -> dict | None:
     return None if differences(result_settings(resolved_config(cfg)), stored) else record
 
 
-def seen_clips(model, datamodule) -> dict[str, int] | None:
-    """How many test clips were in the checkpoint's train and val parts; None when it does not record them."""
+def seen_clips(model, datamodule, part: str = "test") -> dict[str, int] | None:
+    """How many clips of this run's `part` were in the checkpoint's train and val parts; None when it does not
+    record them."""
     if model.trained_clips is None:
         return None
-    test = set(datamodule.clip_ids("test"))
-    return {part: len(test & set(model.trained_clips.get(part, []))) for part in ("train", "val")}
+    clips = set(datamodule.clip_ids(part))
+    return {seen: len(clips & set(model.trained_clips.get(seen, []))) for seen in ("train", "val")}
 
 
 def check_members_never_saw_the_test(model, datamodule) -> None:
@@ -106,6 +107,18 @@ def check_members_never_saw_the_test(model, datamodule) -> None:
 CALIBRATIONS = ("temperature", "none")
 
 
+def unfit_for_temperature(model, datamodule) -> str | None:
+    """Why the validation pass just run cannot fit a temperature, if it cannot: a smoke test's few batches, or an
+    ensemble's members that trained on these validation clips (their probabilities there are too sure)."""
+    scored, clips = len(model.val_scores[1]), len(datamodule.clip_ids("val"))
+    if scored < clips:
+        return f"validation scored {scored} of {clips} clips (fast_dev_run or limit_val_batches)"
+    for index, member in enumerate(getattr(model.network, "members", [])):
+        if (seen := seen_clips(member, datamodule, "val")) and seen["train"]:
+            return f"model.checkpoints[{index}] trained on {seen['train']} of this run's validation clips"
+    return None
+
+
 def calibrate(cfg: DictConfig, trainer, model, datamodule, best_path: str) -> float | None:
     """Temperature scaling: one temperature fitted on the validation clips with the best checkpoint's weights
     (validation is what chose that checkpoint; test is never looked at), stored in the checkpoint, so test, eval,
@@ -118,6 +131,9 @@ def calibrate(cfg: DictConfig, trainer, model, datamodule, best_path: str) -> fl
     if method == "none" or (model.trainable and not best_path):
         return None
     trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    if reason := unfit_for_temperature(model, datamodule):
+        log.warning("no temperature fitted: %s", reason)
+        return None
     temperature = fit_temperature(*model.val_scores)  # every rank gathered the same clips: the same value
     if best_path:
         if trainer.is_global_zero:
