@@ -64,10 +64,10 @@ def calibrate_sweep(sweep: str | Path) -> str:
     lines = [f"temperature {temperature:.3f} fitted on the validation clips of {len(runs)} runs ({clips} clips)",
              "run: its own temperature -> the sweep's; test ECE as trained, with its own, with the sweep's"]
     for run in runs:
-        if tested := run_metrics(run).get("tested_checkpoint"):  # an ensemble has none: its files are all it has
+        logits, true, _, metrics = reported[run]
+        if tested := metrics.get("tested_checkpoint"):  # an ensemble has none: its files are all it has
             store_temperature(run / tested, temperature)
         after = apply_temperature(run, temperature, fitted_on, reported[run])
-        logits, true = reported[run][:2]
         own = after["calibration"]["run_temperature"] or 1.0
         own_ece = expected_calibration_error(probabilities(logits, own), true)
         lines.append(f"  {run.name}: {own:.3f} -> {temperature:.3f}; ECE {after['calibration']['before']['ece']:.3f}, "

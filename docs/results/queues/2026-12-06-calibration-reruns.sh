@@ -6,7 +6,7 @@
 # encoders are not under the project's data/ and models/.
 #
 # Nothing is chosen here: each row's UA is replaced by its rerun (the earlier figure moves to the search log), and
-# each network's sweep is calibrated with one temperature on all its validation clips. The SVM's probabilities are
+# each network's sweep is calibrated, as soon as it ends, with one temperature on all its validation clips. The SVM's probabilities are
 # Platt-scaled inside its fit and the random forest's are vote shares: they fit no temperature.
 set -u
 cd "$(dirname "$0")/../../.."
@@ -16,6 +16,8 @@ sweep() {  # NAME OVERRIDES...
   emotion-lightning train -m "$@" split=speaker_kfold split.fold=0,1,2,3,4,5 logger=none \
     hydra.sweep.dir=outputs/multiruns/$name > outputs/q_$name.log 2>&1
   echo "$(date -Is) end $name rc=$?" >> outputs/queue_calibration_reruns.log
+  case $name in svm|random_forest) ;;  # no temperature: see above
+    *) emotion-lightning calibrate outputs/multiruns/$name >> outputs/queue_calibration_reruns.log 2>&1 ;; esac
 }
 mkdir -p outputs
 sweep svm model=svm
@@ -27,6 +29,3 @@ sweep densenet model=densenet
 sweep transformer model=transformer
 sweep lstm model=lstm
 sweep simple_cnn_audio model=simple_cnn_audio
-for name in whisper simple_cnn resnet densenet transformer lstm simple_cnn_audio; do
-  emotion-lightning calibrate outputs/multiruns/$name >> outputs/queue_calibration_reruns.log 2>&1
-done
