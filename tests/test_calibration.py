@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 from emotion_lightning.evaluation.identity import differences, result_settings
-from emotion_lightning.evaluation.leaderboard import _ece_text, _pooled_ece_text
+from emotion_lightning.evaluation.leaderboard import _ece_text, _nll_text, _pooled_ece_text, row_from_sweep
 from emotion_lightning.evaluation.report import build_report, pooled_reliability
 from emotion_lightning.inference.export import export
 from emotion_lightning.inference.predictor import EmotionPredictor
@@ -266,6 +266,11 @@ def test_the_leaderboard_shows_an_ece_without_a_spread_or_a_before():
     pooled = {"pooled_ece_before": "0.1237", "pooled_ece": "0.0538", "pooled_ece_floor": "0.0296"}
     assert _pooled_ece_text(pooled) == "0.124 → 0.054 (0.030)"
     assert _pooled_ece_text({key: "" for key in pooled}) == "–"
+    nll = {"test_nll_before": "1.0539", "test_nll": "1.0143", "test_nll_change_ci_low": "-0.0662",
+           "test_nll_change_ci_high": "-0.0125"}
+    assert _nll_text(nll) == "1.054 → 1.014 (Δ -0.040 [-0.066, -0.013])"
+    assert _nll_text({**nll, "test_nll_change_ci_low": "", "test_nll_change_ci_high": ""}) == "1.014"  # no temperature
+    assert _nll_text({key: "" for key in nll}) == "–"
 
 
 def test_the_ece_floor_is_what_perfect_probabilities_show_on_so_many_clips():
@@ -300,10 +305,12 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
                       **{f"p_{name}": calibrated[:, index] for index, name in enumerate(classes)}}
                      ).to_csv(run / "predictions.csv", index=False)
         ece = expected_calibration_error(calibrated, true)
+        nll = {"before": 1.0 + fold, "after": 0.9 + fold / 2}
         (run / "metrics.json").write_text(json.dumps({
             "model": "m", "data": "d", "split": "s", "test_ua": 0.5, "test_wa": 0.5, "test_macro_f1": 0.5, "test_ece": ece,
+            "test_nll": nll["after"],
             "calibration": {"temperature": temperature, "before": {"ece": expected_calibration_error(
-                probabilities(logits), true)}, "after": {"ece": ece}},
+                probabilities(logits), true), "nll": nll["before"]}, "after": {"ece": ece, "nll": nll["after"]}},
             "settings": {"model.name": "m", "split.fold": fold}}))
         given.append((logits, calibrated))
         truths.append(true)
@@ -318,6 +325,20 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
     assert 0 < pooled["floor"] < 1
     assert entry["test_ece_before"]["values"] == pytest.approx(
         [expected_calibration_error(probabilities(l), t) for (l, _), t in zip(given, truths)])
+    # NLL before and after, and each run's change against itself: -0.1 and -0.6
+    assert entry["test_nll_before"]["values"] == [1.0, 2.0] and entry["test_nll"]["values"] == [0.9, 1.4]
+    assert entry["test_nll_change"]["values"] == pytest.approx([-0.1, -0.6])
+    row = row_from_sweep(tmp_path / "sweep", "m", "train hydra.sweep.dir=x")
+    assert (row["test_nll_before"], row["test_nll"]) == ("1.5000", "1.1500")
+    assert float(row["test_nll_change_ci_low"]) == pytest.approx(-0.6) and float(row["test_nll_change_ci_high"]) == pytest.approx(-0.1)
+    assert row["test_ece_before"] and row["pooled_ece_before"]
+    # runs that fitted no temperature (classical models): their scores once, no "before" and no change
+    for path in (tmp_path / "sweep").glob("*/metrics.json"):
+        path.write_text(json.dumps({key: value for key, value in json.loads(path.read_text()).items()
+                                    if key != "calibration"}))
+    row = row_from_sweep(tmp_path / "sweep", "m", "train hydra.sweep.dir=x")
+    assert (row["test_nll_before"], row["test_nll"]) == ("1.1500", "1.1500") and row["test_ece"]
+    assert not (row["test_nll_change_ci_low"] or row["test_ece_before"] or row["pooled_ece_before"])
     # a run without probabilities leaves nothing to pool
     (tmp_path / "sweep" / "1_run" / "predictions.csv").unlink()
     assert aggregate(read_runs(tmp_path / "sweep"))[0]["pooled_calibration"] is None

@@ -29,10 +29,11 @@ from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
 METRICS = ("test_ua", "test_wa", "test_macro_f1")
-# Calibration of the reported probabilities (after temperature scaling; test_ece_before: as trained): absent from
-# runs of models that give no probabilities and from runs written before it was measured, so pooled over the runs
-# that have it.
-CALIBRATION_METRICS = ("test_ece", "test_ece_before", "test_ece_floor", "test_nll", "test_brier")
+# Calibration of the reported probabilities (after temperature scaling; *_before: as trained; test_nll_change: each
+# run's NLL after minus before, paired): absent from runs of models that give no probabilities and from runs
+# written before it was measured, so pooled over the runs that have it.
+CALIBRATION_METRICS = ("test_ece", "test_ece_before", "test_ece_floor", "test_nll", "test_nll_before",
+                       "test_nll_change", "test_brier")
 GROUP_BY = ["model", "augment", "data", "split", "condition"]
 # Runs written before conditions existed were trained without augmentation and tested clean.
 DEFAULTS = {"augment": "none", "condition": "clean"}
@@ -76,6 +77,9 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
         # without a fitted temperature the scores as trained are the ones reported
         before = (metrics.get("calibration") or {}).get("before") or {}
         row["test_ece_before"] = before.get("ece", metrics.get("test_ece"))
+        row["test_nll_before"] = before.get("nll", metrics.get("test_nll"))
+        if row["test_nll"] is not None and row["test_nll_before"] is not None:
+            row["test_nll_change"] = row["test_nll"] - row["test_nll_before"]
         row |= {"settings": settings, "identity": identity(settings), "fold": settings.get("split.fold")}
         rows.append(row)
     if not rows:

@@ -23,7 +23,7 @@ from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 
 COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
            "test_ua_ci_high", "test_ece", "test_ece_sd", "test_ece_before", "pooled_ece_before", "pooled_ece",
-           "pooled_ece_floor", "fit_seconds", "hardware", "headline", "command", "notes"]
+           "pooled_ece_floor", "test_nll_before", "test_nll", "test_nll_change_ci_low", "test_nll_change_ci_high", "fit_seconds", "hardware", "headline", "command", "notes"]
 # The encoder-size table: each cell the row whose `model` text it names (what a row's model column says).
 ENCODER_GRID = {
     "Whisper tiny.en (4 layers, width 384)": ("Whisper tiny.en, frozen", "Whisper tiny.en, top 2 of 4 layers fine-tuned",
@@ -91,20 +91,33 @@ def _pooled_ece_text(row: dict) -> str:
     return before + f"{float(row['pooled_ece']):.3f} ({float(row['pooled_ece_floor']):.3f})"
 
 
+def _nll_text(row: dict) -> str:
+    """Test NLL per run (mean) as trained -> after temperature scaling, and the 95% interval of the paired change
+    (each run against itself); one number for a row that fitted no temperature."""
+    if not row.get("test_nll"):
+        return "–"
+    after = f"{float(row['test_nll']):.3f}"
+    if not row["test_nll_change_ci_low"]:
+        return after
+    before = float(row["test_nll_before"])
+    low, high = float(row["test_nll_change_ci_low"]), float(row["test_nll_change_ci_high"])
+    return f"{before:.3f} → {after} (Δ {float(row['test_nll']) - before:+.3f} [{low:+.3f}, {high:+.3f}])"
+
+
 def _fit_text(row: dict) -> str:
     return f"{float(row['fit_seconds']):,.0f} s" if row["fit_seconds"] else ""
 
 
 def render_table(rows: list[dict]) -> str:
     lines = ["| # | recipe | settings | model | params | runs | val UA | test UA mean ± sd [95% CI] "
-             "| test ECE per run | test ECE, all clips (floor) | fit per run (2-core x86 CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| test ECE per run | test ECE, all clips (floor) | test NLL per run | fit per run (2-core x86 CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, row in enumerate(rows, start=1):
         lines.append("| " + " | ".join([
             str(rank), f"`{row['name']}`", f"`{row['settings']}`" if row["settings"] else "–", _cell(row["model"]),
             f"{int(row['params']):,}" if row["params"] else "–", row["runs"],
             f"{float(row['val_ua']):.3f}" if row["val_ua"] else "–", stat_text(row), _ece_text(row),
-            _pooled_ece_text(row), _cell(_fit_text(row))]) + " |")
+            _pooled_ece_text(row), _nll_text(row), _cell(_fit_text(row))]) + " |")
     return "\n".join(lines)
 
 
@@ -228,6 +241,9 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
                            "configuration: give the folder of one sweep")
     entry = summary[0]
     ua, ece, before = entry["test_ua"], entry.get("test_ece"), entry.get("test_ece_before")
+    nll, nll_before, change = (entry.get(key) for key in ("test_nll", "test_nll_before", "test_nll_change"))
+    # a row that fitted no temperature (classical models) shows its scores once, not "as trained -> the same"
+    scaled = change is not None and change["ci95"] is not None and any(change["values"])
     pooled = entry.get("pooled_calibration") or {}
     if ua["sd"] is None:
         raise SettingError(f"{folder} holds one run; a leaderboard row is a mean over folds or seeds")
@@ -237,9 +253,13 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
             "test_ua": f"{ua['mean']:.4f}", "test_ua_sd": f"{ua['sd']:.4f}", "test_ua_ci_low": f"{ua['ci95'][0]:.4f}",
             "test_ua_ci_high": f"{ua['ci95'][1]:.4f}",
             "test_ece": f"{ece['mean']:.4f}" if ece else "", "test_ece_sd": f"{ece['sd']:.4f}" if ece and ece["sd"] is not None else "",
-            "test_ece_before": f"{before['mean']:.4f}" if before else "",
-            **{f"pooled_{key}": f"{pooled[source]:.4f}" if pooled else ""
+            "test_ece_before": f"{before['mean']:.4f}" if before and scaled else "",
+            **{f"pooled_{key}": f"{pooled[source]:.4f}" if pooled and (scaled or key != "ece_before") else ""
                for key, source in (("ece_before", "ece_before"), ("ece", "ece"), ("ece_floor", "floor"))},
+            "test_nll_before": f"{nll_before['mean']:.4f}" if nll_before else "",
+            "test_nll": f"{nll['mean']:.4f}" if nll else "",
+            **{f"test_nll_change_ci_{end}": f"{change['ci95'][index]:.4f}" if scaled else ""
+               for index, end in enumerate(("low", "high"))},
             "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
             "hardware": hardware, "headline": "", "command": command, "notes": notes}
 
