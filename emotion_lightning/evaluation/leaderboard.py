@@ -23,7 +23,8 @@ from emotion_lightning.evaluation.aggregate import aggregate, read_runs
 
 COLUMNS = ["name", "settings", "model", "params", "runs", "val_ua", "test_ua", "test_ua_sd", "test_ua_ci_low",
            "test_ua_ci_high", "test_ece", "test_ece_sd", "test_ece_before", "pooled_ece_before", "pooled_ece",
-           "pooled_ece_floor", "test_nll_before", "test_nll", "test_nll_change_ci_low", "test_nll_change_ci_high", "fit_seconds", "hardware", "headline", "command", "notes"]
+           "pooled_ece_floor", "test_nll_before", "test_nll", "test_nll_change_ci_low", "test_nll_change_ci_high",
+           "fit_seconds", "hardware", "headline", "command", "notes"]
 # The encoder-size table: each cell the row whose `model` text it names (what a row's model column says).
 ENCODER_GRID = {
     "Whisper tiny.en (4 layers, width 384)": ("Whisper tiny.en, frozen", "Whisper tiny.en, top 2 of 4 layers fine-tuned",
