@@ -6,8 +6,9 @@
 # encoders are not under the project's data/ and models/.
 #
 # Nothing is chosen here: each row's UA is replaced by its rerun (the earlier figure moves to the search log), and
-# each network's sweep is calibrated, as soon as it ends, with one temperature on all its validation clips. The SVM's probabilities are
-# Platt-scaled inside its fit and the random forest's are vote shares: they fit no temperature.
+# each network's sweep is calibrated, as soon as it ends, with one temperature on all its validation clips. The
+# SVM's probabilities are Platt-scaled inside its fit and the random forest's are vote shares: they fit no
+# temperature.
 set -u
 cd "$(dirname "$0")/../../.."
 sweep() {  # NAME OVERRIDES...
