@@ -250,7 +250,9 @@ def test_a_websocket_frame_over_max_frame_bytes_is_refused_by_the_server():
             with pytest.raises((ConnectionClosedError, ConnectionResetError)) as closed:
                 websocket.send(bytes(2 * 1024 * 1024))  # under the app's own check (16 MiB by uvicorn's default)
                 websocket.recv(timeout=10)
-    if isinstance(closed.value, ConnectionClosedError):
+    # a close frame, when one arrives before the socket goes, says "message too big"; the server's close can also
+    # lose the race with the client's send, and the socket then ends with no close frame received (as a reset does)
+    if isinstance(closed.value, ConnectionClosedError) and closed.value.rcvd is not None:
         assert closed.value.rcvd.code == 1009
 
 
