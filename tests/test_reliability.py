@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch import LightningModule, Trainer
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from emotion_lightning.data.audio import AudioError, load, probe
 from emotion_lightning.data.corpora import Ravdess
@@ -116,6 +120,39 @@ def test_a_run_killed_mid_training_resumes_to_the_same_result(path, reference_ru
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from"] == str(last)
     assert outcome(run_dir) == uninterrupted
+
+
+class Worsening(LightningModule):
+    """A validation UA that falls every epoch: epoch 0 stays the best one."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - 1.0).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_ua", 0.5 - 0.1 * self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_ckpt_holds_the_last_epoch_after_epochs_without_improvement(tmp_path):
+    # What a killed run resumes from must be its last epoch; Lightning 2.6's own callback rewrites last.ckpt only
+    # when the monitored score improves, so this run's would still hold epoch 0.
+    settings = OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml").model_checkpoint
+    checkpoint = instantiate(settings, dirpath=str(tmp_path), monitor="val_ua")
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1)
+    trainer = Trainer(max_epochs=3, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(Worsening(), loader, loader)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (best["epoch"], best["global_step"]) == (0, 4)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch000-val_ua0.5000.ckpt", "last.ckpt"]
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from emotion_lightning.data.datamodule import EmotionDataModule
 from emotion_lightning.data.splits import FileSplit, SpeakerIndependentSplit
 from emotion_lightning.data.taxonomy import EMOTIONS
 from emotion_lightning.evaluation.aggregate import aggregate, markdown_table, read_runs
-from emotion_lightning.evaluation.identity import differences, identity, member_identities, result_settings
+from emotion_lightning.evaluation.identity import (comparable, differences, identity, member_identities,
+                                                   result_settings)
 from emotion_lightning.evaluation.metrics import confusion_matrix, metrics_from_confusion, resampled_ua
 from emotion_lightning.evaluation.paired import compare, mcnemar_exact, paired_comparisons
 from emotion_lightning.evaluation.report import build_report, without_shared_fields
@@ -92,6 +93,30 @@ def test_a_run_stored_before_a_setting_was_added_later_pools_with_newer_runs(tmp
     assert set(rows) == {"data.test_crops=1", "data.test_crops=5"}  # the pair pools; pooling=mean is no difference
     assert rows["data.test_crops=1"]["runs"] == 2
     assert rows["data.test_crops=1"]["test_ua"]["mean"] == pytest.approx(0.4)
+
+
+def test_a_run_stored_before_a_setting_joined_ignored_pools_with_newer_runs(tmp_path):
+    # metrics.json written while callbacks.model_checkpoint._target_ still counted stores Lightning's class;
+    # newer runs store none (the class that writes checkpoints cannot change a result).
+    write_run(tmp_path, "older", 0.3,
+              **{"callbacks.model_checkpoint._target_": "lightning.pytorch.callbacks.ModelCheckpoint"})
+    write_run(tmp_path, "newer", 0.5, seed=1)
+    write_run(tmp_path, "other_monitor", 0.6, seed=2, **{"callbacks.model_checkpoint.monitor": "val_loss"})
+    summary = aggregate(read_runs(tmp_path))
+    assert sorted((entry["runs"], entry["settings"]) for entry in summary) == [
+        (1, "callbacks.model_checkpoint.monitor=val_loss"), (2, "callbacks.model_checkpoint.monitor=null")]
+    assert [entry["test_ua"]["mean"] for entry in summary if entry["runs"] == 2] == [pytest.approx(0.4)]
+
+
+def test_settings_stored_before_a_key_joined_ignored_match_todays_settings():
+    # what a rerun compares to tell a finished job (fit.finished_record) and a resume compares with its checkpoint
+    today = result_settings({"seed": 1, "callbacks": {"model_checkpoint": {
+        "_target_": "emotion_lightning.training.checkpoints.LastEveryEpochCheckpoint", "monitor": "val_ua"}}})
+    stored = {"seed": 1, "callbacks.model_checkpoint._target_": "lightning.pytorch.callbacks.ModelCheckpoint",
+              "callbacks.model_checkpoint.monitor": "val_ua"}
+    assert today == {"seed": 1, "callbacks.model_checkpoint.monitor": "val_ua"} == comparable(stored)
+    assert differences(today, comparable({**stored, "callbacks.model_checkpoint.monitor": "val_loss"})) == [
+        ("callbacks.model_checkpoint.monitor", "val_ua", "val_loss")]
 
 
 def test_configurations_whose_shortened_labels_read_alike_stay_separate_rows(tmp_path):

@@ -24,7 +24,7 @@ import pandas as pd
 from emotion_lightning.data.atomic import write_text
 from emotion_lightning.data.errors import MissingFileError
 from emotion_lightning.evaluation.calibration import ece_floor, expected_calibration_error, logits_of, probabilities
-from emotion_lightning.evaluation.identity import ADDED_LATER, MEMBER, POOLED, identity, without_neutral
+from emotion_lightning.evaluation.identity import ADDED_LATER, MEMBER, POOLED, comparable, identity
 from emotion_lightning.evaluation.plots import plot_ua_vs_snr
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def read_runs(folder: str | Path) -> pd.DataFrame:
             "test_corpora": "+".join(metrics.get("test_corpora", [])),
         }
         # Runs written before metrics.json carried settings are told apart only by their visible columns.
-        settings = (without_neutral(metrics.get("settings") or {})
+        settings = (comparable(metrics.get("settings") or {})
                     or {key: row[key] for key in GROUP_BY + ["kind", "seen_test_clips"]})
         # without a fitted temperature the scores as trained are the ones reported
         before = (metrics.get("calibration") or {}).get("before") or {}

@@ -17,6 +17,7 @@ IGNORED = (
     "allow_seen_clips", "ckpt_path",  # the checkpoint setting's earlier name, in older run configs
     "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.logger",
+    "callbacks.model_checkpoint._target_",  # which class writes the checkpoints (monitor and mode stay in)
     "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
     "callbacks.model_checkpoint.auto_insert_metric_name", "callbacks.model_checkpoint.save_last",
     "data.cache_dir", "data.corpora.*.root",
@@ -45,11 +46,13 @@ def flatten(config, prefix: str = "") -> dict:
     return flat
 
 
-def without_neutral(settings: dict) -> dict:
-    """Settings without the `ADDED_LATER` ones at their neutral value. Also applied to the settings stored in an
-    older metrics.json, written before a key joined `ADDED_LATER`, so that its runs pool with newer ones."""
+def comparable(settings: dict) -> dict:
+    """Flattened settings without the `IGNORED` ones and without the `ADDED_LATER` ones at their neutral value.
+    Also applied to the settings stored in an older metrics.json or checkpoint, written before a key joined
+    `IGNORED` or `ADDED_LATER`, so that its runs pool with newer ones and a finished run is still found finished."""
     return {key: value for key, value in settings.items()
-            if not (key in ADDED_LATER and value == ADDED_LATER[key])}
+            if not any(fnmatchcase(key, pattern) for pattern in IGNORED)
+            and not (key in ADDED_LATER and value == ADDED_LATER[key])}
 
 
 def result_settings(config: dict) -> dict:
@@ -59,8 +62,7 @@ def result_settings(config: dict) -> dict:
     `trainer.devices` as a list of one GPU index (trainer=auto gives a sweep's job one GPU) counts as 1 device:
     which GPU ran a job does not change it.
     """
-    settings = without_neutral({key: value for key, value in flatten(config).items()
-                                if not any(fnmatchcase(key, pattern) for pattern in IGNORED)})
+    settings = comparable(flatten(config))
     if isinstance(settings.get("trainer.devices"), list):
         settings["trainer.devices"] = len(settings["trainer.devices"])
     return settings

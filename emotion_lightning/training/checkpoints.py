@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from emotion_lightning.data.atomic import atomic_path
@@ -23,6 +24,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self.swept = True
         with atomic_path(path) as temporary:
             super().save_checkpoint(checkpoint, temporary, storage_options)
+
+
+class LastEveryEpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, but `save_last` rewrites last.ckpt after every validation, as it did before
+    Lightning 2.6. Since 2.6 last.ckpt is written only when a top-k checkpoint is saved at the same step, i.e. when
+    the monitored score improves: a run killed after some epochs without improvement would resume from its best
+    epoch instead of its last one, train those epochs again and no longer end as the uninterrupted run."""
+
+    def on_train_epoch_end(self, trainer, pl_module):  # where it saves when validation runs once an epoch
+        due = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_if_missed(trainer, due)
+
+    def on_validation_end(self, trainer, pl_module):  # where it saves otherwise
+        due = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_if_missed(trainer, due)
+
+    def _save_last_if_missed(self, trainer, due: bool) -> None:
+        if due and self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 BEST_LINK = "best.ckpt"  # in a run's checkpoints/: the checkpoint its test scored, with its calibration

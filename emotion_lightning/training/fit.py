@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from emotion_lightning.data.errors import SettingError
 from emotion_lightning.evaluation.calibration import fit_temperature
-from emotion_lightning.evaluation.identity import describe_differences, differences, result_settings, without_neutral
+from emotion_lightning.evaluation.identity import comparable, describe_differences, differences, result_settings
 from emotion_lightning.training.checkpoints import (AtomicCheckpointIO, link_best, resume_checkpoint,
                                                      store_temperature)
 from emotion_lightning.training.distributed import check_can_launch, wait_for_other_ranks
@@ -76,7 +76,7 @@ def finished_record(cfg: DictConfig) -> dict | None:
     if cfg.get("ckpt") or not path.is_file():
         return None
     record = json.loads(path.read_text())
-    stored = without_neutral(record.get("settings", {}))  # written before some setting joined ADDED_LATER
+    stored = comparable(record.get("settings", {}))  # written before some setting joined IGNORED or ADDED_LATER
     return None if differences(result_settings(resolved_config(cfg)), stored) else record
 
 
