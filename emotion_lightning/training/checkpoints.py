@@ -30,7 +30,8 @@ class LastEveryEpochCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, but `save_last` rewrites last.ckpt after every validation, as it did before
     Lightning 2.6. Since 2.6 last.ckpt is written only when a top-k checkpoint is saved at the same step, i.e. when
     the monitored score improves: a run killed after some epochs without improvement would resume from its best
-    epoch instead of its last one, train those epochs again and no longer end as the uninterrupted run."""
+    epoch instead of its last one and train every epoch since then again (all 20 of a fine-tuning whose best epoch
+    was its first)."""
 
     def on_train_epoch_end(self, trainer, pl_module):  # where it saves when validation runs once an epoch
         due = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer)
