@@ -329,7 +329,7 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
     assert entry["test_nll_before"]["values"] == [1.0, 2.0] and entry["test_nll"]["values"] == [0.9, 1.4]
     assert entry["test_nll_change"]["values"] == pytest.approx([-0.1, -0.6])
     row = row_from_sweep(tmp_path / "sweep", "m", "train hydra.sweep.dir=x")
-    assert (row["test_nll_before"], row["test_nll"]) == ("1.5000", "1.1500")
+    assert (row["test_nll_before"], row["test_nll"]) == ("1.500000", "1.150000")
     assert float(row["test_nll_change_ci_low"]) == pytest.approx(-0.6) and float(row["test_nll_change_ci_high"]) == pytest.approx(-0.1)
     assert row["test_ece_before"] and row["pooled_ece_before"]
     # runs that fitted no temperature (classical models): their scores once, no "before" and no change
@@ -337,7 +337,7 @@ def test_aggregate_pools_every_test_clip_of_a_configuration_before_and_after_sca
         path.write_text(json.dumps({key: value for key, value in json.loads(path.read_text()).items()
                                     if key != "calibration"}))
     row = row_from_sweep(tmp_path / "sweep", "m", "train hydra.sweep.dir=x")
-    assert (row["test_nll_before"], row["test_nll"]) == ("1.1500", "1.1500") and row["test_ece"]
+    assert (row["test_nll_before"], row["test_nll"]) == ("1.150000", "1.150000") and row["test_ece"]
     assert not (row["test_nll_change_ci_low"] or row["test_ece_before"] or row["pooled_ece_before"])
     # a run without probabilities leaves nothing to pool
     (tmp_path / "sweep" / "1_run" / "predictions.csv").unlink()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from emotion_lightning.evaluation import leaderboard
 from emotion_lightning.evaluation.leaderboard import chart_data, chart_metadata, read_rows, render_encoders, stale_files
 
 from tests.helpers.configs import CONF_DIR
@@ -137,6 +138,17 @@ def test_the_leaderboard_pages_and_chart_are_rendered_from_its_file():
                         ROOT / "docs/results/leaderboard.png")
     assert not stale, f"{stale} differ from leaderboard.csv: run `emotion-lightning leaderboard`"
     assert chart_metadata(ROOT / "docs/results/leaderboard.png") == chart_data(read_rows(csv_path))
+
+
+def test_a_row_shows_its_figures_rounded_once_as_the_report_shows_them(monkeypatch):
+    """A 95% interval ending at 0.784505 reads 0.785 in `report`; stored at 4 places (0.7845) it rendered 0.784."""
+    entry = {"settings": "", "model": "m", "params": 1, "runs": 6, "val_ua": 0.7747396, "train_seconds": 10.0,
+             "test_ua": {"mean": 0.73828125, "sd": 0.0600598, "ci95": [0.6985677, 0.7845052]}}
+    monkeypatch.setattr(leaderboard, "read_runs", lambda folder: [])
+    monkeypatch.setattr(leaderboard, "aggregate", lambda runs: [entry])
+    row = leaderboard.row_from_sweep("sweep", "m", "train hydra.sweep.dir=sweep")
+    assert leaderboard.stat_text(row) == "0.738 ± 0.060 [0.699, 0.785]"
+    assert float(row["val_ua"]) == pytest.approx(entry["val_ua"], abs=5e-7)
 
 
 def test_the_encoder_table_places_each_row_by_its_model_and_marks_the_rest_not_run():

@@ -1,7 +1,7 @@
 """The pieces of the training recipes (issue #15): label smoothing, test-time crops, attention pooling, the
 warm-up cosine schedule, fine-tuning's layer-wise learning rates and SpecAugment on Whisper's log-mel, weight
 averaging, and the
-named recipes best_scratch / best_pretrained (= pretrained_finetune) / pretrained_frozen."""
+named recipes best_scratch / best_pretrained (= pretrained_finetune with Whisper base) / pretrained_frozen."""
 
 from functools import partial
 
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoConfig, AutoModel
@@ -174,7 +175,7 @@ def test_warmup_cosine_rises_then_decays_to_the_final_fraction():
         warmup_cosine(optimizer, max_epochs=3, warmup_epochs=3)
 
 
-@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn_deep"), ("best_pretrained", "whisper_finetune"),
+@pytest.mark.parametrize("experiment, model", [("best_scratch", "simple_cnn_deep"), ("best_pretrained", "whisper_base_finetune"),
                                                ("pretrained_finetune", "whisper_finetune"),
                                                ("pretrained_frozen", "whisper"),
                                                ("pretrained_partial", "whisper_partial")])
@@ -203,6 +204,19 @@ def test_the_best_recipes_set_model_and_training_but_not_data_or_split(experimen
         assert base.model.network.frozen_layers == 4 and base.trainer.max_epochs == cfg.trainer.max_epochs
     other_data = compose_train([f"experiment={experiment}", "data=crema_d"])
     assert other_data.hydra.runtime.choices.data == "crema_d"
+
+
+def test_best_pretrained_is_the_fine_tuning_recipe_with_whisper_base(compose_train):
+    """The leaderboard's command for best_pretrained's figures is pretrained_finetune with model=whisper_base_finetune:
+    both must compose the same run (only the experiment's name differs)."""
+    def settings(overrides):
+        cfg = OmegaConf.to_container(compose_train(overrides), resolve=False)
+        return {key: value for key, value in cfg.items() if key != "hydra"}
+
+    best = settings(["experiment=best_pretrained"])
+    assert best == settings(["experiment=pretrained_finetune", "model=whisper_base_finetune"])
+    assert best["model"]["network"]["checkpoint"].endswith("/whisper-base")
+    assert best != settings(["experiment=pretrained_finetune"])  # tiny.en, the other fine-tuned row
 
 
 class Regression(LightningModule):

@@ -32,3 +32,7 @@ sweep pretrained_finetune_base experiment=pretrained_finetune model=whisper_base
 for name in best_scratch pretrained_partial_base pretrained_partial pretrained_finetune pretrained_finetune_base; do
   emotion-lightning calibrate outputs/multiruns/$name >> outputs/queue_encoders.log 2>&1
 done
+# Added after the rule's choice, outside it: the two fine-tuned encoders averaged (evaluation only), measured beside
+# best_pretrained.
+sweep pretrained_finetune_ensemble model=ensemble 'model.sweeps=[outputs/multiruns/pretrained_finetune,outputs/multiruns/pretrained_finetune_base]' split=speaker_kfold split.fold=0,1,2,3,4,5
+emotion-lightning calibrate outputs/multiruns/pretrained_finetune_ensemble >> outputs/queue_encoders.log 2>&1
