@@ -151,6 +151,14 @@ def test_a_row_shows_its_figures_rounded_once_as_the_report_shows_them(monkeypat
     assert float(row["val_ua"]) == pytest.approx(entry["val_ua"], abs=5e-7)
 
 
+def test_chart_labels_break_long_recipes_at_spaces_and_after_commas():
+    label = "model=ensemble model.sweeps=[outputs/multiruns/pretrained_finetune,outputs/multiruns/pretrained_finetune_base]"
+    assert leaderboard.tick_label(label) == ("model=ensemble\nmodel.sweeps=[outputs/multiruns/pretrained_finetune,\n"
+                                             "outputs/multiruns/pretrained_finetune_base]")
+    assert leaderboard.tick_label("experiment=pretrained_frozen model=whisper_base") == "experiment=pretrained_frozen model=whisper_base"
+    assert leaderboard.tick_label("a,b c", width=2) == "a,\nb\nc"
+
+
 def test_the_encoder_table_places_each_row_by_its_model_and_marks_the_rest_not_run():
     row = {"model": "Whisper base, top 2 of 6 layers fine-tuned", "test_ua": "0.7", "test_ua_sd": "0.05",
            "test_ua_ci_low": "0.66", "test_ua_ci_high": "0.74", "val_ua": "0.71", "fit_seconds": "600"}

@@ -163,6 +163,18 @@ def chart_data(rows: list[dict]) -> list[list]:
              float(row["test_ua_ci_low"]), float(row["test_ua_ci_high"])] for row in rows]
 
 
+def tick_label(label: str, width: int = 60) -> str:
+    """A row's label in lines of at most about `width` characters, broken at spaces or after commas (a list of
+    sweeps is one long word), so that a long label does not squeeze the plot."""
+    lines, line = [], ""
+    for piece in re.findall(r"[^ ,]*(?:,| |$)", label):  # each word with the comma or space that ends it
+        if line and len(line + piece) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    return "\n".join(lines + [line.rstrip()])
+
+
 def plot_chart(rows: list[dict], path: str | Path) -> None:
     """Mean test UA per row, whiskers the 95% interval, best at the top; the data rides in the PNG's metadata."""
     data = chart_data(rows)
@@ -173,7 +185,7 @@ def plot_chart(rows: list[dict], path: str | Path) -> None:
     axes.errorbar(means, list(positions), xerr=errors, fmt="o", color="tab:blue", capsize=3)
     for position, (_, mean, _, high) in zip(positions, data):
         axes.text(high + 0.01, position, f"{mean:.3f}", va="center", fontsize=8)
-    axes.set_yticks(list(positions), [label for label, *_ in data], fontsize=8)
+    axes.set_yticks(list(positions), [tick_label(label) for label, *_ in data], fontsize=8)
     axes.axvline(0.125, color="grey", linestyle=":", label="chance (8 classes)")
     axes.set_xlabel("test UA, mean over RAVDESS's 6 speaker folds (95% interval)")
     axes.set_xlim(0, 1)
