@@ -5,14 +5,18 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from emotion_lightning.data.audio import load
 from emotion_lightning.data.errors import SettingError
-from emotion_lightning.inference.export import ProbabilityGraph, export, parity
+from emotion_lightning.inference.export import ProbabilityGraph, export, parity, write_checked
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.inference.windows import cut, window_starts
 from tests.helpers.audio import write_clip
+from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
 WINDOW = 48000  # 3 s at 16 kHz, the fixture model's training clip
 
@@ -39,6 +43,25 @@ def test_onnx_matches_pytorch_within_1e_4_on_fixture_audio(model, onnx_export, f
     assert len(fixture_windows) == 7 + 4  # seven short clips, and 6.5 s = windows at 0, 1.5, 3, 3.5 s
     difference = parity(model, onnx_export, fixture_windows)
     assert difference < 1e-4, difference
+
+
+@pytest.mark.parametrize("name", ["whisper", "whisper_partial", "whisper_finetune"])
+def test_a_whisper_classifier_exports_to_onnx_and_matches_pytorch(name, compose_train, fixture_windows, tmp_path):
+    """The pretrained recipes ship too: Whisper's log-mel, its encoder (frozen, partly or wholly fine-tuned: at
+    inference all three run the whole encoder on audio), the layer mix and the head in one graph."""
+    cfg = compose_train([f"model={name}", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER_OVERRIDE}",
+                         *(["model.network.frozen_layers=1"] if name == "whisper_partial" else [])])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():  # weights as far from their initialisation as trained ones, so clips get distinct answers
+        for parameter in model.network.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    model.run_config = {"audio": OmegaConf.to_container(cfg.audio), "model": {"name": name}}
+    exported = write_checked(model, tmp_path / f"{name}.onnx")
+    assert parity(model, exported, fixture_windows) < 1e-4
+    probabilities = EmotionPredictor.from_onnx(exported).backend(fixture_windows[:3])
+    assert probabilities.shape == (3, 8) and probabilities.sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+    assert np.ptp(probabilities, axis=0).max() > 1e-3  # the clips are told apart: the parity is not of a constant
 
 
 def test_onnx_graph_holds_the_frontend_and_a_dynamic_batch_axis(onnx_export, fixture_windows):
