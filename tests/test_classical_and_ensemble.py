@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.svm import SVC
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from emotion_lightning.models.classical import FeatureClassifier, engineered_features
 from emotion_lightning.data.corpora import Ravdess
@@ -12,7 +13,7 @@ from emotion_lightning.models.ensemble import ProbabilityMean
 from emotion_lightning.models.resnet import ResNet
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.data.taxonomy import EMOTIONS
-from tests.helpers.configs import emotion_map
+from tests.helpers.configs import CONF_DIR, emotion_map
 
 
 @pytest.mark.slow
@@ -30,11 +31,19 @@ def test_svm_on_engineered_features_separates_the_fixture_pitches(data_dir, tmp_
     datamodule = EmotionDataModule({"ravdess": Ravdess(data_dir / "ravdess", emotion_map("ravdess"))}, list(EMOTIONS),
                                    SpeakerIndependentSplit(seed=0), cache_dir=str(tmp_path / "cache"))
     datamodule.setup()
-    model = FeatureClassifier(SVC(C=10.0), classes=list(EMOTIONS), name="svm")
+    estimator = instantiate(OmegaConf.load(CONF_DIR / "model" / "svm.yaml").estimator)  # model=svm's estimator
+    model = FeatureClassifier(estimator, classes=list(EMOTIONS), name="svm")
     model.fit_and_test(datamodule)
     assert model.test_results["ua"] > 0.9
     assert np.asarray(model.test_results["confusion_matrix"]).sum() == len(datamodule.rows("test"))
-    assert model.num_parameters > 0
+    probabilities = model.test_results["probabilities"]  # Platt-scaled, one column per class of the taxonomy
+    assert probabilities.shape == (len(datamodule.rows("test")), len(EMOTIONS))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), model.test_results["predicted"])
+    (calibrated,) = model.pipeline[-1].calibrated_classifiers_  # one SVC fitted on train+val, not 5 averaged
+    svc = calibrated.estimator
+    trained_classes = len(calibrated.calibrators)
+    assert model.num_parameters == svc.support_vectors_.size + svc.dual_coef_.size + 2 * trained_classes
     assert (tmp_path / "cache" / "features").is_dir()  # computed once, reused by the next run
 
 

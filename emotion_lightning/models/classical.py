@@ -61,6 +61,19 @@ def cached_features(datamodule) -> np.ndarray:
     return table
 
 
+def stored_numbers(estimator) -> int:
+    """Numbers a fitted estimator keeps: an SVC's support vectors and coefficients, a forest's tree nodes, a
+    Platt-scaled classifier's own plus a sigmoid's two per class."""
+    if hasattr(estimator, "calibrated_classifiers_"):
+        return sum(stored_numbers(calibrated.estimator) + 2 * len(calibrated.calibrators)
+                   for calibrated in estimator.calibrated_classifiers_)
+    if hasattr(estimator, "support_vectors_"):
+        return int(estimator.support_vectors_.size + estimator.dual_coef_.size)
+    if hasattr(estimator, "estimators_"):
+        return int(sum(tree.tree_.node_count for tree in estimator.estimators_))
+    return 0
+
+
 class FeatureClassifier:
     """A scikit-learn estimator behind standardisation, trained on train+val (it has no epochs to select)."""
 
@@ -76,12 +89,7 @@ class FeatureClassifier:
     @property
     def num_parameters(self) -> int:
         """Stored numbers of the fitted model (support vectors or tree nodes), the nearest to a parameter count."""
-        estimator = self.pipeline[-1]
-        if hasattr(estimator, "support_vectors_"):
-            return int(estimator.support_vectors_.size + estimator.dual_coef_.size)
-        if hasattr(estimator, "estimators_"):
-            return int(sum(tree.tree_.node_count for tree in estimator.estimators_))
-        return 0
+        return stored_numbers(self.pipeline[-1])
 
     def fit_and_test(self, datamodule) -> None:
         """Fit on train+val features, predict test; results in `test_results` like EmotionClassifier's."""
@@ -102,8 +110,8 @@ class FeatureClassifier:
                              "positions": np.arange(len(test_y))}
 
     def _probabilities(self, features: np.ndarray) -> np.ndarray | None:
-        """Class probabilities, one column per class, where the estimator gives them (a random forest does; an
-        SVC only with `probability=True`); None otherwise."""
+        """Class probabilities, one column per class, where the estimator gives them (a random forest and a
+        Platt-scaled SVC do, a bare SVC does not); None otherwise."""
         if not hasattr(self.pipeline, "predict_proba"):
             return None
         try:
