@@ -12,6 +12,7 @@ from emotion_lightning.models.features import LogMelFrontend
 from emotion_lightning.models.ensemble import ProbabilityMean
 from emotion_lightning.models.resnet import ResNet
 from emotion_lightning.models.module import EmotionClassifier
+from emotion_lightning.data.errors import SettingError
 from emotion_lightning.data.taxonomy import EMOTIONS
 from tests.helpers.configs import CONF_DIR, emotion_map
 
@@ -45,6 +46,26 @@ def test_svm_on_engineered_features_separates_the_fixture_pitches(data_dir, tmp_
     trained_classes = len(calibrated.calibrators)
     assert model.num_parameters == svc.support_vectors_.size + svc.dual_coef_.size + 2 * trained_classes
     assert (tmp_path / "cache" / "features").is_dir()  # computed once, reused by the next run
+
+
+def test_too_few_clips_of_a_class_for_platt_scaling_is_a_setting_error_with_the_fix(monkeypatch):
+    from types import SimpleNamespace
+
+    import emotion_lightning.models.classical as classical
+
+    labels = {"train": np.array([0] * 6 + [1] * 6 + [2] * 2), "val": np.array([0, 1, 2]), "test": np.array([0, 1])}
+    offsets = np.cumsum([0, 14, 3])
+    datamodule = SimpleNamespace(datasets={
+        part: SimpleNamespace(rows=np.arange(len(y)) + start, labels=y, transform=None)
+        for (part, y), start in zip(labels.items(), offsets)})
+    monkeypatch.setattr(classical, "cached_features", lambda dm: np.random.default_rng(0).standard_normal((19, 4)))
+    model = FeatureClassifier(instantiate(OmegaConf.load(CONF_DIR / "model" / "svm.yaml").estimator),
+                              classes=["a", "b", "c"], name="svm")
+    with pytest.raises(SettingError, match=r"5-fold .* only 3 clip\(s\) in train\+val; lower model.estimator.cv to 3"):
+        model.fit_and_test(datamodule)
+    model.pipeline[-1].set_params(cv=3)
+    model.fit_and_test(datamodule)  # three folds: every class in each
+    assert model.test_results["probabilities"].shape == (2, 3)
 
 
 def test_probability_mean_weights_members():

@@ -97,6 +97,7 @@ class FeatureClassifier:
         parts = {part: (features[dataset.rows], dataset.labels) for part, dataset in datamodule.datasets.items()}
         train_x = np.concatenate([parts["train"][0], parts["val"][0]])
         train_y = np.concatenate([parts["train"][1], parts["val"][1]])
+        self._check_calibration_folds(train_y)
         self.pipeline.fit(train_x, train_y)
         test_x, test_y = parts["test"]
         test = datamodule.datasets["test"]
@@ -108,6 +109,17 @@ class FeatureClassifier:
         self.test_results = {**metrics_from_confusion(confusion, self.classes), "confusion_matrix": confusion.tolist(),
                              "predicted": predicted, "probabilities": self._probabilities(test_x),
                              "positions": np.arange(len(test_y))}
+
+    def _check_calibration_folds(self, labels: np.ndarray) -> None:
+        """Platt scaling by k-fold cross-validation (model=svm) needs k clips of each class in train+val: say so
+        with the fix rather than let scikit-learn fail mid-sweep."""
+        folds = getattr(self.pipeline[-1], "cv", None)
+        counts = np.bincount(labels)
+        rarest = int(counts[counts > 0].min())
+        if isinstance(folds, int) and rarest < folds:
+            fix = f"lower model.estimator.cv to {rarest}" if rarest >= 2 else "give that class more clips"
+            raise SettingError(f"model={self.name}: its probabilities are fitted by {folds}-fold cross-validation, but "
+                               f"a class has only {rarest} clip(s) in train+val; {fix}")
 
     def _probabilities(self, features: np.ndarray) -> np.ndarray | None:
         """Class probabilities, one column per class, where the estimator gives them (a random forest and a
