@@ -28,12 +28,16 @@ def test_engineered_features_describe_pitch_and_survive_tiny_clips():
     assert np.isfinite(engineered_features(np.zeros(100, np.float32), 16000)).all()
 
 
+def svm_estimator():
+    """model=svm's estimator, as conf/model/svm.yaml configures it."""
+    return instantiate(OmegaConf.load(CONF_DIR / "model" / "svm.yaml").estimator)
+
+
 def test_svm_on_engineered_features_separates_the_fixture_pitches(data_dir, tmp_path):
     datamodule = EmotionDataModule({"ravdess": Ravdess(data_dir / "ravdess", emotion_map("ravdess"))}, list(EMOTIONS),
                                    SpeakerIndependentSplit(seed=0), cache_dir=str(tmp_path / "cache"))
     datamodule.setup()
-    estimator = instantiate(OmegaConf.load(CONF_DIR / "model" / "svm.yaml").estimator)  # model=svm's estimator
-    model = FeatureClassifier(estimator, classes=list(EMOTIONS), name="svm")
+    model = FeatureClassifier(svm_estimator(), classes=list(EMOTIONS), name="svm")
     model.fit_and_test(datamodule)
     assert model.test_results["ua"] > 0.9
     assert np.asarray(model.test_results["confusion_matrix"]).sum() == len(datamodule.rows("test"))
@@ -59,8 +63,7 @@ def test_too_few_clips_of_a_class_for_platt_scaling_is_a_setting_error_with_the_
         part: SimpleNamespace(rows=np.arange(len(y)) + start, labels=y, transform=None)
         for (part, y), start in zip(labels.items(), offsets)})
     monkeypatch.setattr(classical, "cached_features", lambda dm: np.random.default_rng(0).standard_normal((19, 4)))
-    model = FeatureClassifier(instantiate(OmegaConf.load(CONF_DIR / "model" / "svm.yaml").estimator),
-                              classes=["a", "b", "c"], name="svm")
+    model = FeatureClassifier(svm_estimator(), classes=["a", "b", "c"], name="svm")
     with pytest.raises(SettingError, match=r"5-fold .* only 3 clip\(s\) in train\+val; lower model.estimator.cv to 3"):
         model.fit_and_test(datamodule)
     model.pipeline[-1].set_params(cv=3)

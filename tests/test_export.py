@@ -6,8 +6,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from emotion_lightning.data.audio import load
 from emotion_lightning.data.errors import SettingError
@@ -15,6 +13,7 @@ from emotion_lightning.inference.export import ProbabilityGraph, export, parity,
 from emotion_lightning.models.module import EmotionClassifier
 from emotion_lightning.inference.predictor import EmotionPredictor
 from emotion_lightning.inference.windows import cut, window_starts
+from emotion_lightning.training.build import build_model
 from tests.helpers.audio import write_clip
 from tests.helpers.configs import TINY_WHISPER_OVERRIDE
 
@@ -52,11 +51,10 @@ def test_a_whisper_classifier_exports_to_onnx_and_matches_pytorch(name, compose_
     cfg = compose_train([f"model={name}", "model.network.checkpoint=null", f"model.network.config={TINY_WHISPER_OVERRIDE}",
                          *(["model.network.frozen_layers=1"] if name == "whisper_partial" else [])])
     torch.manual_seed(0)
-    model = instantiate(cfg.model).eval()
+    model = build_model(cfg).eval()  # as training builds it, with the run config the export's metadata reads
     with torch.no_grad():  # weights as far from their initialisation as trained ones, so clips get distinct answers
         for parameter in model.network.parameters():
             parameter.add_(0.2 * torch.randn_like(parameter))
-    model.run_config = {"audio": OmegaConf.to_container(cfg.audio), "model": {"name": name}}
     exported = write_checked(model, tmp_path / f"{name}.onnx")
     assert parity(model, exported, fixture_windows) < 1e-4
     probabilities = EmotionPredictor.from_onnx(exported).backend(fixture_windows[:3])

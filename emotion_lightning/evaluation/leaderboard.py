@@ -244,11 +244,15 @@ def stale_files(csv_path: str | Path, page: str | Path, readme: str | Path, char
     return stale
 
 
+def _stored(value: float) -> str:
+    """A figure as the CSV keeps it: 6 places, so the 3 shown are rounded once, as `report` rounds them (0.784505
+    shows 0.785; kept as 0.7845 it would show 0.784)."""
+    return f"{value:.6f}"
+
+
 def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "", notes: str = "",
                    hardware: str = "2-core x86 CPU") -> dict:
-    """A leaderboard row from a sweep's runs, which must form one configuration (seeds and folds pooled). Figures
-    are stored to 6 places so the 3 shown round as `report` rounds them (0.784505 shows 0.785; stored as 0.7845 it
-    would show 0.784)."""
+    """A leaderboard row from a sweep's runs, which must form one configuration (seeds and folds pooled)."""
     summary = aggregate(read_runs(folder))
     if len(summary) != 1:
         labels = "; ".join(entry["configuration"] for entry in summary)
@@ -264,16 +268,16 @@ def row_from_sweep(folder: str | Path, name: str, command: str, model: str = "",
         raise SettingError(f"{folder} holds one run; a leaderboard row is a mean over folds or seeds")
     return {"name": name, "settings": entry["settings"], "model": model or entry["model"],
             "params": entry["params"] or "", "runs": entry["runs"],
-            "val_ua": f"{entry['val_ua']:.6f}" if entry["val_ua"] is not None else "",
-            "test_ua": f"{ua['mean']:.6f}", "test_ua_sd": f"{ua['sd']:.6f}", "test_ua_ci_low": f"{ua['ci95'][0]:.6f}",
-            "test_ua_ci_high": f"{ua['ci95'][1]:.6f}",
-            "test_ece": f"{ece['mean']:.6f}" if ece else "", "test_ece_sd": f"{ece['sd']:.6f}" if ece and ece["sd"] is not None else "",
-            "test_ece_before": f"{before['mean']:.6f}" if before and scaled else "",
-            **{f"pooled_{key}": f"{pooled[source]:.6f}" if pooled and (scaled or key != "ece_before") else ""
+            "val_ua": _stored(entry["val_ua"]) if entry["val_ua"] is not None else "",
+            "test_ua": _stored(ua["mean"]), "test_ua_sd": _stored(ua["sd"]), "test_ua_ci_low": _stored(ua["ci95"][0]),
+            "test_ua_ci_high": _stored(ua["ci95"][1]),
+            "test_ece": _stored(ece["mean"]) if ece else "", "test_ece_sd": _stored(ece["sd"]) if ece and ece["sd"] is not None else "",
+            "test_ece_before": _stored(before["mean"]) if before and scaled else "",
+            **{f"pooled_{key}": _stored(pooled[source]) if pooled and (scaled or key != "ece_before") else ""
                for key, source in (("ece_before", "ece_before"), ("ece", "ece"), ("ece_floor", "floor"))},
-            "test_nll_before": f"{nll_before['mean']:.6f}" if nll_before else "",
-            "test_nll": f"{nll['mean']:.6f}" if nll else "",
-            **{f"test_nll_change_ci_{end}": f"{change['ci95'][index]:.6f}" if scaled else ""
+            "test_nll_before": _stored(nll_before["mean"]) if nll_before else "",
+            "test_nll": _stored(nll["mean"]) if nll else "",
+            **{f"test_nll_change_ci_{end}": _stored(change["ci95"][index]) if scaled else ""
                for index, end in enumerate(("low", "high"))},
             "fit_seconds": f"{entry['train_seconds']:.0f}" if entry["train_seconds"] is not None else "",
             "hardware": hardware, "headline": "", "command": command, "notes": notes}
